@@ -1,0 +1,215 @@
+"""Frozen, validated configuration for an experiment.
+
+Every field carries its own help text and choices: `flags.py` turns the fields
+into absl flags, so a flag and the field it sets are one definition. Fields marked
+`hashed=False` do not change what a run computes (where it is written, how it is
+shown, how many levels or replicates are run) and so stay out of the experiment
+name's hash: adding levels, replicates or controls extends an experiment instead
+of starting a new one.
+"""
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Dict, Optional, Tuple
+
+VARIANTS = ("imp", "reinit", "random_prune")
+CONTROLS = VARIANTS[1:]
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot be run; the message names the flag."""
+
+
+def option(default, help, *, choices=None, hashed=True):  # pylint: disable=redefined-builtin
+    """A config field with the help text and choices of its flag."""
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "choices": choices, "hashed": hashed},
+    )
+
+
+def _require(condition: bool, flag: str, message: str):
+    if not condition:
+        raise ConfigError(f"--{flag}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = option("mnist", "tensorflow-datasets name of an image classification set with image/label features.")
+    data_dir: Optional[str] = option(None, "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).", hashed=False)
+    download: bool = option(True, "Let TFDS download and prepare a dataset that is not prepared under --data_dir.", hashed=False)
+    validation_size: int = option(5000, "Training examples held out as the validation split (never the test set).")
+    batch_size: int = option(60, "Global training batch size.")
+    eval_batch_size: int = option(1000, "Batch size for validation and test evaluation.", hashed=False)
+    augment: str = option("auto", "Training augmentation: auto (the model's default), on or off.", choices=("auto", "on", "off"))
+
+    def validate(self):
+        _require(bool(self.dataset), "dataset", "must name a tensorflow-datasets dataset")
+        _require(self.validation_size >= 0, "validation_size", f"must be >= 0, got {self.validation_size}")
+        _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
+        _require(self.eval_batch_size > 0, "eval_batch_size", f"must be > 0, got {self.eval_batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    model: str = option("lenet300_100", "Registered model name (tf_lottery.models.names()).")
+    hidden_units: Tuple[int, ...] = option((), "Hidden layer widths of the `mlp` model, e.g. 64,32.")
+
+    def validate(self):
+        _require(all(u > 0 for u in self.hidden_units), "hidden_units", "widths must be > 0")
+        _require(not self.hidden_units or self.model == "mlp", "hidden_units", "applies only to --model=mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    levels: int = option(0, "Pruning levels after the dense level 0 (level L keeps about (1-p)^L of the weights).", hashed=False)
+    prune_mode: str = option("iterative", "iterative: prune p of the remaining weights each level; oneshot: prune the dense trained weights straight to level L's density.", choices=("iterative", "oneshot"))
+    pruning_scope: str = option("layerwise", "layerwise: each layer loses its rate; global: layers sharing a rate are ranked together.", choices=("layerwise", "global"))
+    prune_rate: float = option(0.2, "Fraction of the remaining dense-layer weights pruned per level.")
+    conv_prune_rate: Optional[float] = option(None, "Fraction of the remaining convolution weights pruned per level (default: --prune_rate).")
+    output_prune_rate: Optional[float] = option(None, "Fraction of the remaining output-layer weights pruned per level (default: half of --prune_rate, as in the paper).")
+    prune_layers_ignore: Tuple[str, ...] = option((), "Prunable layer names never pruned (their masks stay all ones).")
+    rewind_iteration: int = option(0, "Reset survivors to the dense run's weights after this many iterations (0: the original initialisation).")
+    controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
+
+    def rate_for(self, kind: str) -> float:
+        """The per-level pruning rate of a layer kind: 'dense', 'conv' or 'output'."""
+        if kind == "conv":
+            return self.prune_rate if self.conv_prune_rate is None else self.conv_prune_rate
+        if kind == "output":
+            return self.prune_rate / 2 if self.output_prune_rate is None else self.output_prune_rate
+        return self.prune_rate
+
+    def validate(self):
+        _require(self.levels >= 0, "levels", f"must be >= 0, got {self.levels}")
+        for flag in ("prune_rate", "conv_prune_rate", "output_prune_rate"):
+            value = getattr(self, flag)
+            _require(value is None or 0.0 <= value < 1.0, flag, f"must be in [0, 1), got {value}")
+        _require(self.rewind_iteration >= 0, "rewind_iteration", f"must be >= 0, got {self.rewind_iteration}")
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        _require(not unknown, "controls", f"unknown control(s) {', '.join(unknown)}; known: {', '.join(CONTROLS)}")
+        _require(len(set(self.controls)) == len(self.controls), "controls", "lists a control twice")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    iterations: int = option(50000, "Training iterations per level (the paper's unit of training time).")
+    optimizer: str = option("adam", "Optimizer.", choices=("adam", "sgd", "momentum"))
+    learning_rate: float = option(1.2e-3, "Learning rate (the first value when --lr_values is set).")
+    momentum: float = option(0.9, "Momentum of --optimizer=momentum.")
+    lr_boundaries: Tuple[int, ...] = option((), "Iterations at which the piecewise-constant learning rate changes.")
+    lr_values: Tuple[float, ...] = option((), "Learning rates of the pieces: one more value than --lr_boundaries.")
+    warmup_iterations: int = option(0, "Linear learning-rate warmup from 0 over this many iterations.")
+    weight_decay: float = option(0.0, "L2 weight decay coefficient (gradient += weight_decay * weight).")
+    eval_every: int = option(1000, "Evaluate validation and test loss/accuracy every N iterations.")
+    checkpoint_every: int = option(1000, "Checkpoint model, optimizer and data position every N iterations.", hashed=False)
+
+    def validate(self):
+        _require(self.iterations > 0, "iterations", f"must be > 0, got {self.iterations}")
+        _require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(0.0 <= self.momentum < 1.0, "momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(self.warmup_iterations >= 0, "warmup_iterations", f"must be >= 0, got {self.warmup_iterations}")
+        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.eval_every > 0, "eval_every", f"must be > 0, got {self.eval_every}")
+        _require(self.checkpoint_every > 0, "checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
+        if self.lr_values or self.lr_boundaries:
+            _require(
+                len(self.lr_values) == len(self.lr_boundaries) + 1, "lr_values",
+                f"needs one more value than --lr_boundaries ({len(self.lr_boundaries)}), got {len(self.lr_values)}",
+            )
+            _require(all(v > 0 for v in self.lr_values), "lr_values", "learning rates must be > 0")
+            _require(list(self.lr_boundaries) == sorted(set(self.lr_boundaries)), "lr_boundaries", "must be strictly increasing")
+            _require(all(0 < b < self.iterations for b in self.lr_boundaries), "lr_boundaries", "must lie inside (0, --iterations)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = option("runs", "Directory holding one folder per experiment.", hashed=False)
+    experiment_name: str = option("", "Experiment folder name (default: model-dataset-<hash of the non-default flags>).", hashed=False)
+    seed: int = option(0, "Base random seed; replicate r uses seed + r.")
+    replicates: int = option(1, "Independent repetitions of the experiment, each with its own seed.", hashed=False)
+    deterministic: bool = option(False, "Enable TensorFlow op determinism: identical results on reruns and resumptions.", hashed=False)
+    strategy: str = option("auto", "tf.distribute strategy: auto, default or one_device.", choices=("auto", "default", "one_device"), hashed=False)
+    progress: bool = option(True, "Show a progress bar per level (plain lines when not on a terminal).", hashed=False)
+    dry_run: bool = option(False, "Validate, build the model and print the pruning schedule; train nothing, read no data.", hashed=False)
+
+    def validate(self):
+        _require(bool(self.output_dir), "output_dir", "must not be empty")
+        _require(self.replicates > 0, "replicates", f"must be > 0, got {self.replicates}")
+        _require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        _require("/" not in self.experiment_name and self.experiment_name not in (".", ".."),
+                 "experiment_name", f"must be a plain folder name, got {self.experiment_name!r}")
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "pruning": PruningConfig,
+    "training": TrainingConfig,
+    "run": RunConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment: one section per concern."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        for section in SECTIONS:
+            getattr(self, section).validate()
+        _require(
+            self.pruning.rewind_iteration < self.training.iterations, "rewind_iteration",
+            f"must be < --iterations ({self.training.iterations}), got {self.pruning.rewind_iteration}",
+        )
+
+    @classmethod
+    def from_flat(cls, values: Dict[str, Any]) -> "ExperimentConfig":
+        """Builds a config from {field name: value}; unknown names are an error."""
+        known = {f.name: section for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"--{unknown[0]}: unknown setting")
+        sections = {section: {} for section in SECTIONS}
+        for name, value in values.items():
+            sections[known[name]][name] = value
+        return cls(**{s: SECTIONS[s](**v) for s, v in sections.items()})
+
+    def flat(self) -> Dict[str, Any]:
+        """{field name: value} over every section."""
+        return {name: value for section in SECTIONS for name, value in dataclasses.asdict(getattr(self, section)).items()}
+
+    def replace(self, **values) -> "ExperimentConfig":
+        """A copy with some fields (by flat name) changed, validated again."""
+        return ExperimentConfig.from_flat({**self.flat(), **values})
+
+    def hashed_values(self) -> Dict[str, Any]:
+        """The non-default values that change what the experiment computes."""
+        result = {}
+        for section, kind in SECTIONS.items():
+            for f in dataclasses.fields(kind):
+                value = getattr(getattr(self, section), f.name)
+                if f.metadata["hashed"] and value != f.default:
+                    result[f.name] = list(value) if isinstance(value, tuple) else value
+        return result
+
+    def experiment_hash(self) -> str:
+        blob = json.dumps(self.hashed_values(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    @property
+    def experiment_name(self) -> str:
+        return self.run.experiment_name or f"{self.model.model}-{self.data.dataset}-{self.experiment_hash()}"
+
+    @property
+    def variants(self) -> Tuple[str, ...]:
+        return ("imp",) + tuple(c for c in CONTROLS if c in self.pruning.controls)

@@ -1,0 +1,3 @@
+"""TFDS datasets held in memory as train/validation/test splits, and their pipelines."""
+
+from tf_lottery.data.datasets import DataError, DatasetInfo, Splits, describe, load  # noqa: F401

@@ -1,0 +1,64 @@
+"""tf.data pipelines over in-memory splits, resumable at any training iteration.
+
+The training stream is an endless sequence of data epochs, each a permutation of
+the training set seeded by (data seed, epoch); batches may straddle epochs. Batch
+b therefore depends only on (seed, b), and resuming at iteration t just starts the
+stream at example t * batch_size.
+"""
+
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery.data.datasets import DatasetInfo
+
+
+def preprocess_fn(info: DatasetInfo) -> Callable:
+    """uint8 images -> float32, normalised per channel with the training split's statistics."""
+    mean = tf.constant(info.mean, tf.float32)
+    std = tf.constant(info.std, tf.float32)
+
+    def preprocess(images):
+        return (tf.cast(images, tf.float32) / 255.0 - mean) / std
+
+    return preprocess
+
+
+def training_dataset(
+    images: np.ndarray, labels: np.ndarray, info: DatasetInfo, batch_size: int, seed: int,
+    start_iteration: int = 0, augment: Optional[Callable] = None, batches_per_step: int = 1,
+) -> tf.data.Dataset:
+    """Endless (image, label) batches from `start_iteration` on.
+
+    With several replicas fed by this one pipeline, `batch_size` is the per-replica
+    batch and `batches_per_step` the replica count: a step's consecutive batches
+    together are exactly the single-replica global batch.
+    """
+    n = len(images)
+    start_example = start_iteration * batch_size * batches_per_step
+    start_epoch, offset = divmod(start_example, n)
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    preprocess = preprocess_fn(info)
+
+    def epoch(e):
+        return tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+        )
+
+    order = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch).skip(offset)
+    batches = order.batch(batch_size, drop_remainder=True).enumerate(start=start_iteration * batches_per_step)
+
+    def load_batch(batch_index, indices):
+        x = preprocess(tf.gather(images_t, indices))
+        if augment is not None:
+            x = augment(x, tf.stack([tf.cast(seed, tf.int64) + 1, batch_index]))
+        return x, tf.gather(labels_t, indices)
+
+    return batches.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_dataset(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, batch_size: int) -> tf.data.Dataset:
+    preprocess = preprocess_fn(info)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    return dataset.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,1 @@
+"""The IMP experiment: levels x variants x replicates, resumable, and its files."""

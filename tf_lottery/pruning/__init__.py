@@ -1,0 +1,1 @@
+"""Masks, the constraint that enforces them, and the rules that choose them."""

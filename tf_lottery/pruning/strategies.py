@@ -1,0 +1,108 @@
+"""Which weights to prune: magnitude (layerwise or global) and random masks.
+
+Level L of a layer (or group of layers) with per-level rate p keeps
+round(n * (1-p)^L) of its n weights. Counting from n at every level, rather than
+from the previous level's count, keeps the schedule exact to one weight however
+many levels run; iterative and one-shot pruning reach the same densities.
+"""
+
+import collections
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+import tf_keras as keras
+
+from tf_lottery.pruning import constraint
+from tf_lottery.pruning.masks import Masks
+
+Group = Tuple[Tuple[str, ...], float]  # (layer names ranked together, per-level rate)
+
+
+def layer_kinds(model) -> Dict[str, str]:
+    """'conv', 'dense' or 'output' (the last prunable dense layer) per prunable layer."""
+    layers = constraint.prunable_layers(model)
+    kinds = collections.OrderedDict(
+        (layer.name, "conv" if isinstance(layer, keras.layers.Conv2D) else "dense") for layer in layers
+    )
+    dense = [name for name, kind in kinds.items() if kind == "dense"]
+    if dense:
+        kinds[dense[-1]] = "output"
+    return kinds
+
+
+def layer_rates(model, pruning_config) -> Dict[str, float]:
+    """The per-level pruning rate of every prunable layer (0 for ignored layers)."""
+    kinds = layer_kinds(model)
+    unknown = sorted(set(pruning_config.prune_layers_ignore) - set(kinds))
+    if unknown:
+        raise ValueError(
+            f"--prune_layers_ignore: no prunable layer named {', '.join(unknown)}; "
+            f"prunable layers: {', '.join(kinds)}"
+        )
+    return collections.OrderedDict(
+        (name, 0.0 if name in pruning_config.prune_layers_ignore else pruning_config.rate_for(kind))
+        for name, kind in kinds.items()
+    )
+
+
+def groups(rates: Mapping[str, float], scope: str) -> List[Group]:
+    """Layerwise: one group per layer. Global: one group per distinct rate."""
+    if scope == "layerwise":
+        return [((name,), rate) for name, rate in rates.items()]
+    by_rate = collections.OrderedDict()
+    for name, rate in rates.items():
+        by_rate.setdefault(rate, []).append(name)
+    return [(tuple(names), rate) for rate, names in by_rate.items()]
+
+
+def keep_count(size: int, rate: float, level: int) -> int:
+    """Weights of `size` that survive `level` levels at `rate` per level."""
+    return int(np.floor(size * (1.0 - rate) ** level + 0.5))
+
+
+def magnitude_masks(
+    scores: Mapping[str, np.ndarray], current: Masks, group_list: Sequence[Group], level: int
+) -> Masks:
+    """Keeps, in every group, the highest-scoring surviving weights up to the level's count.
+
+    Already-pruned weights never come back; ties break by position, so the result
+    is deterministic.
+    """
+    result = collections.OrderedDict((name, None) for name in current)
+    for names, rate in group_list:
+        sizes = [current[n].size for n in names]
+        keep = keep_count(sum(sizes), rate, level)
+        flat = np.concatenate([
+            np.where(current[n].reshape(-1) > 0, np.abs(scores[n]).reshape(-1), -np.inf) for n in names
+        ])
+        survivors = int(np.count_nonzero(np.isfinite(flat)))
+        if keep > survivors:
+            raise ValueError(f"level {level} keeps {keep} weights of {names} but only {survivors} survive")
+        chosen = np.zeros(flat.size, np.float32)
+        chosen[np.argsort(-flat, kind="stable")[:keep]] = 1.0
+        for name, piece in zip(names, np.split(chosen, np.cumsum(sizes)[:-1])):
+            result[name] = piece.reshape(current[name].shape)
+    return result
+
+
+def random_masks(like: Masks, seed: int) -> Masks:
+    """Masks with the same per-layer counts as `like`, positions drawn at random."""
+    rng = np.random.default_rng(seed)
+    result = collections.OrderedDict()
+    for name, mask in like.items():
+        flat = np.zeros(mask.size, np.float32)
+        flat[rng.permutation(mask.size)[: int(np.count_nonzero(mask))]] = 1.0
+        result[name] = flat.reshape(mask.shape)
+    return result
+
+
+def expected_counts(sizes: Mapping[str, int], rates: Mapping[str, float], scope: str, level: int) -> Dict[str, int]:
+    """Remaining weights per layer (layerwise) or per group's first layer (global) at `level`.
+
+    For global scope only the group total is fixed, so the value is keyed by the
+    group's names joined with '+'.
+    """
+    return {
+        "+".join(names): keep_count(sum(sizes[n] for n in names), rate, level)
+        for names, rate in groups(rates, scope)
+    }

@@ -1,0 +1,1 @@
+"""Compiled training and evaluation, schedules, checkpoints, metrics and progress."""

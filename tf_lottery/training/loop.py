@@ -1,0 +1,101 @@
+"""Compiled, distribution-aware training and evaluation of one model.
+
+A Trainer is made once per replicate and reused by every level and variant:
+`reset()` gives the next run a fresh optimizer state and starts the iteration
+counter (which drives the learning-rate schedule) where that run starts, so the
+compiled functions are traced once.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tf_lottery.training import schedules
+
+
+class Trainer:
+    """Runs chunks of training steps and full evaluations under a tf.distribute strategy."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, training_config, global_batch_size: int):
+        self.strategy = strategy
+        self.model = model
+        self.global_batch_size = global_batch_size
+        self.weight_decay = float(training_config.weight_decay)
+        with strategy.scope():
+            self.iteration = tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="iteration",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            self.schedule = schedules.from_config(training_config, self.iteration)
+            self.optimizer = schedules.make_optimizer(training_config, self.schedule)
+            self.optimizer.build(model.trainable_variables)
+            self.train_loss = keras.metrics.Mean("train_loss")
+            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy("train_accuracy")
+        self._loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE
+        )
+        self._train_steps = tf.function(self._train_steps_fn)
+        self._evaluate = tf.function(self._evaluate_fn)
+
+    # Training -----------------------------------------------------------------
+
+    def reset(self, start_iteration: int):
+        """Fresh optimizer state and metrics; the schedule resumes at `start_iteration`."""
+        for variable in self.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+        self.iteration.assign(start_iteration)
+        self.reset_train_metrics()
+
+    def reset_train_metrics(self):
+        self.train_loss.reset_state()
+        self.train_accuracy.reset_state()
+
+    def learning_rate(self) -> float:
+        return float(self.schedule())
+
+    def _step(self, images, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example = self._loss(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            if self.weight_decay > 0:
+                # Coupled L2, as torch.optim's weight_decay: gradient += wd * w.
+                penalty = 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+                loss += tf.nn.scale_regularization_loss(penalty)
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.train_loss.update_state(per_example)
+        self.train_accuracy.update_state(labels, logits)
+
+    def _train_steps_fn(self, iterator, steps):
+        for _ in tf.range(steps):
+            images, labels = next(iterator)
+            self.strategy.run(self._step, args=(images, labels))
+            self.iteration.assign_add(1)
+
+    def train(self, iterator, steps: int):
+        """Runs `steps` training steps from a distributed iterator."""
+        self._train_steps(iterator, tf.constant(steps, tf.int64))
+
+    def train_metrics(self):
+        return {"loss": float(self.train_loss.result()), "accuracy": float(self.train_accuracy.result())}
+
+    # Evaluation ---------------------------------------------------------------
+
+    def _eval_step(self, images, labels):
+        logits = self.model(images, training=False)
+        loss_sum = tf.reduce_sum(self._loss(labels, logits))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
+        return tf.stack([loss_sum, correct, tf.cast(tf.size(labels), tf.float32)])
+
+    def _evaluate_fn(self, dataset):
+        totals = tf.zeros([3])
+        for images, labels in dataset:
+            per_replica = self.strategy.run(self._eval_step, args=(images, labels))
+            totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return totals
+
+    def evaluate(self, dataset):
+        """{'loss', 'accuracy'} of the model over a distributed dataset."""
+        loss_sum, correct, count = self._evaluate(dataset).numpy()
+        return {"loss": float(loss_sum / count), "accuracy": float(correct / count)}

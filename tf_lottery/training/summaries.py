@@ -1,0 +1,85 @@
+"""metrics.csv and TensorBoard events of a run, and the numbers results.csv keeps of it."""
+
+import csv
+import math
+import os
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+
+FIELDS = ("iteration", "split", "metric", "value")
+
+
+def read_metrics(path: str) -> List[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [
+            {"iteration": int(r["iteration"]), "split": r["split"], "metric": r["metric"], "value": float(r["value"])}
+            for r in csv.DictReader(f)
+        ]
+
+
+class MetricsLog:
+    """Appends (iteration, split, metric, value) rows to metrics.csv and TensorBoard.
+
+    On resumption from iteration t, rows after t (written after the checkpoint the
+    run resumes from) are dropped, so the file reads as if never interrupted.
+    """
+
+    def __init__(self, csv_path: str, tensorboard_dir: Optional[str], resume_iteration: Optional[int] = None):
+        self.csv_path = csv_path
+        kept = [r for r in read_metrics(csv_path) if resume_iteration is not None and r["iteration"] <= resume_iteration]
+        os.makedirs(os.path.dirname(csv_path), exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+
+    def log(self, iteration: int, split: str, values: Dict[str, float]):
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            for metric, value in values.items():
+                writer.writerow({"iteration": iteration, "split": split, "metric": metric, "value": repr(float(value))})
+        if self.writer is not None:
+            with self.writer.as_default():
+                for metric, value in values.items():
+                    tf.summary.scalar(f"{split}/{metric}", value, step=iteration)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def summarize(rows: List[dict]) -> Dict[str, float]:
+    """Final and early-stopping numbers of a run from its metrics rows.
+
+    The early-stopping iteration is the evaluated iteration of minimum validation
+    loss (the first, on ties); the test set is only read at the iteration chosen.
+    """
+    series = {}
+    for r in rows:
+        series.setdefault((r["split"], r["metric"]), {})[r["iteration"]] = r["value"]
+    val_loss = series.get(("validation", "loss"), {})
+    test_acc = series.get(("test", "accuracy"), {})
+    val_acc = series.get(("validation", "accuracy"), {})
+    if not test_acc:
+        return {}
+    final = max(test_acc)
+    result = {
+        "final_iteration": final,
+        "final_test_accuracy": test_acc[final],
+        "final_test_loss": series.get(("test", "loss"), {}).get(final, math.nan),
+        "final_validation_accuracy": val_acc.get(final, math.nan),
+        "best_val_accuracy": max(val_acc.values()) if val_acc else math.nan,
+    }
+    finite = {i: v for i, v in val_loss.items() if math.isfinite(v)}
+    if finite:
+        stop = min(sorted(finite), key=lambda i: finite[i])
+        result.update(early_stop_iteration=stop, early_stop_test_accuracy=test_acc.get(stop, math.nan),
+                      early_stop_validation_loss=finite[stop])
+    else:
+        result.update(early_stop_iteration=-1, early_stop_test_accuracy=math.nan, early_stop_validation_loss=math.nan)
+    return result

@@ -1,0 +1,44 @@
+"""Small helpers shared across the package: atomic files and derived seeds."""
+
+import contextlib
+import hashlib
+import json
+import os
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path beside `path`, renamed onto it only on success.
+
+    A kill at any moment leaves either the old file or the new one, never half of one.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def write_json(path: str, value):
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def derive_seed(*parts) -> int:
+    """A 31-bit seed determined by `parts` (ints and strings), stable across runs and platforms."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
