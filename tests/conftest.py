@@ -1,0 +1,54 @@
+"""Shared test set-up: tf_keras, the prepared MNIST, and small experiment configs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TFDS = os.path.abspath(os.path.join(REPO, "..", "shared", "tensorflow_datasets"))
+if not os.environ.get("TFDS_DATA_DIR") and os.path.isdir(SHARED_TFDS):
+    os.environ["TFDS_DATA_DIR"] = SHARED_TFDS
+
+import tf_lottery  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
+from tf_lottery.config import ExperimentConfig  # noqa: E402
+
+SMALL = dict(
+    dataset="mnist", model="mlp", hidden_units=(16,), iterations=60, batch_size=32, eval_every=20,
+    checkpoint_every=20, eval_batch_size=2500, learning_rate=3e-3, prune_rate=0.5, levels=2,
+    progress=False,
+)
+
+
+def small_config(output_dir, **overrides) -> ExperimentConfig:
+    """A seconds-long experiment on the real MNIST; override any flat field."""
+    return ExperimentConfig.from_flat({**SMALL, "output_dir": str(output_dir), **overrides})
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    return lambda **overrides: small_config(tmp_path, **overrides)
+
+
+def run_main(*args, timeout=300, **kwargs):
+    """Runs `python -m tf_lottery.main ARGS` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "tf_lottery.main", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, **kwargs,
+    )
+
+
+def small_flags(output_dir, **overrides):
+    """SMALL as command-line flags."""
+    values = {**SMALL, "output_dir": str(output_dir), **overrides}
+    args = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            args.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, tuple):
+            args.append(f"--{name}={','.join(map(str, value))}")
+        else:
+            args.append(f"--{name}={value}")
+    return args
