@@ -130,7 +130,14 @@ class RunConfig:
     seed: int = option(0, "Base random seed; replicate r uses seed + r.")
     replicates: int = option(1, "Independent repetitions of the experiment, each with its own seed.", hashed=False)
     deterministic: bool = option(False, "Enable TensorFlow op determinism: identical results on reruns and resumptions.", hashed=False)
-    strategy: str = option("auto", "tf.distribute strategy: auto, default or one_device.", choices=("auto", "default", "one_device"), hashed=False)
+    strategy: str = option(
+        "auto", "tf.distribute strategy: auto (mirrored over several GPUs, one_device on one GPU, default on CPU), "
+        "default, one_device, mirrored, multi_worker (cluster from TF_CONFIG) or tpu. --batch_size stays the global batch.",
+        choices=("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"), hashed=False)
+    num_cpu_devices: int = option(0, "Split the CPU into N logical devices, so --strategy=mirrored runs N replicas without GPUs (0: leave it whole).", hashed=False)
+    tpu: str = option("", "TPU address for --strategy=tpu: a TPU name, grpc://host:port or 'local' on a TPU VM (default: the environment's TPU).", hashed=False)
+    mixed_precision: str = option("float32", "Compute precision: float32, or mixed_float16 (with loss scaling) / mixed_bfloat16 for accelerators; variables and masks stay float32.",
+                                  choices=("float32", "mixed_float16", "mixed_bfloat16"))
     progress: bool = option(True, "Show a progress bar per level (plain lines when not on a terminal).", hashed=False)
     dry_run: bool = option(False, "Validate, build the model and print the pruning schedule; train nothing, read no data.", hashed=False)
 
@@ -140,6 +147,8 @@ class RunConfig:
         _require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         _require("/" not in self.experiment_name and self.experiment_name not in (".", ".."),
                  "experiment_name", f"must be a plain folder name, got {self.experiment_name!r}")
+        _require(self.num_cpu_devices >= 0, "num_cpu_devices", f"must be >= 0, got {self.num_cpu_devices}")
+        _require(not self.tpu or self.strategy == "tpu", "tpu", "applies only to --strategy=tpu")
 
 
 SECTIONS = {
