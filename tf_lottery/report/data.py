@@ -1,0 +1,273 @@
+"""What a report reads from an experiment folder, and the per-level summaries it shows.
+
+Reads only files (results.csv, metrics.csv, config.json, flags.cfg): no TensorFlow,
+so a report can be built while the experiment is still training, from whatever
+has finished, and it lists what has not.
+"""
+
+import csv
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+VARIANTS = ("imp", "reinit", "random_prune")
+NUMERIC_COLUMNS = (
+    "density", "remaining_weights", "total_weights", "final_test_accuracy", "early_stop_iteration",
+    "early_stop_test_accuracy", "best_val_accuracy", "final_validation_accuracy", "final_test_loss",
+    "early_stop_validation_loss", "final_iteration", "train_seconds",
+)
+# Settings that say where or how a run was shown, not what it computed: never
+# the difference worth naming between two overlaid experiments.
+NOT_A_DIFFERENCE = {
+    "output_dir", "experiment_name", "data_dir", "download", "progress", "dry_run", "strategy",
+    "checkpoint_every", "eval_batch_size", "deterministic", "levels", "replicates", "controls",
+}
+
+
+class ReportError(ValueError):
+    """A folder that is not an experiment; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation, min and max of one metric over replicates."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: List[float]) -> Optional["Summary"]:
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        # Sample (n-1) deviation: the replicates estimate the spread of new seeds.
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return cls(mean, std, min(values), max(values), len(values))
+
+
+@dataclasses.dataclass
+class Experiment:
+    """One experiment folder: its settings, finished rows and unfinished runs."""
+
+    directory: str
+    config: Dict
+    flags_lines: List[str]
+    rows: List[Dict]
+    in_progress: List[Tuple[int, int, str, int]]  # replicate, level, variant, last logged iteration
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.directory))
+
+    @property
+    def oneshot(self) -> bool:
+        return self.config.get("prune_mode") == "oneshot"
+
+    @property
+    def planned_variants(self) -> Tuple[str, ...]:
+        return ("imp",) + tuple(v for v in VARIANTS[1:] if v in (self.config.get("controls") or ()))
+
+    @property
+    def planned_levels(self) -> int:
+        return int(self.config.get("levels") or 0)
+
+    @property
+    def planned_replicates(self) -> int:
+        return int(self.config.get("replicates") or 1)
+
+    def variants(self) -> List[str]:
+        """Variants with at least one finished row, in the canonical order."""
+        present = {r["variant"] for r in self.rows}
+        return [v for v in VARIANTS if v in present]
+
+    def variant_label(self, variant: str, with_experiment: bool = True) -> str:
+        """'imp', 'oneshot imp', or '<what differs>: imp' when experiments are overlaid."""
+        named = with_experiment and self.label
+        name = f"oneshot {variant}" if self.oneshot and not (named and "prune_mode" in self.label) else variant
+        return f"{self.label}: {name}" if named else name
+
+    def missing_runs(self) -> List[Tuple[int, int, str]]:
+        """(replicate, level, variant) planned by config.json but without a finished row."""
+        done = {(r["replicate"], r["level"], r["variant"]) for r in self.rows}
+        missing = []
+        for replicate in range(self.planned_replicates):
+            for level in range(self.planned_levels + 1):
+                for variant in self.planned_variants if level else ("imp",):
+                    if (replicate, level, variant) not in done:
+                        missing.append((replicate, level, variant))
+        return missing
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_rows(path: str) -> List[Dict]:
+    """results.csv as dicts with ints for replicate/level and floats for the metrics."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["replicate"], row["level"] = int(row["replicate"]), int(row["level"])
+        for column in NUMERIC_COLUMNS:
+            if column in row:
+                row[column] = _number(row[column])
+    return rows
+
+
+def read_curve(path: str, split: str = "test", metric: str = "accuracy") -> Dict[int, float]:
+    """{iteration: value} of one split/metric in a run's metrics.csv ({} if absent)."""
+    curve = {}
+    if not os.path.exists(path):
+        return curve
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == split and row["metric"] == metric:
+                curve[int(row["iteration"])] = _number(row["value"])
+    return curve
+
+
+def run_directory(experiment_dir: str, replicate: int, level: int, variant: str) -> str:
+    # The layout of tf_lottery.lottery.paths, spelt out here so reading a report
+    # does not import the runner (and with it TensorFlow).
+    return os.path.join(experiment_dir, f"replicate_{replicate}", f"level_{level:02d}", variant)
+
+
+def _in_progress_runs(directory: str) -> List[Tuple[int, int, str, int]]:
+    """Runs with a metrics.csv but no result.json: started, not finished."""
+    runs = []
+    pattern = os.path.join(directory, "replicate_*", "level_*", "*", "metrics.csv")
+    for metrics in sorted(glob.glob(pattern)):
+        run = os.path.dirname(metrics)
+        if os.path.exists(os.path.join(run, "result.json")):
+            continue
+        match = re.search(r"replicate_(\d+)[/\\]level_(\d+)[/\\]([a-z_]+)$", run)
+        if not match:
+            continue
+        iterations = read_curve(metrics, "train", "loss") or read_curve(metrics)
+        runs.append((int(match.group(1)), int(match.group(2)), match.group(3), max(iterations, default=0)))
+    return runs
+
+
+def load_experiment(directory: str) -> Experiment:
+    """Reads one experiment folder; raises ReportError if it is not one."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isdir(directory):
+        raise ReportError(f"--experiment_dir: {directory} does not exist")
+    if not os.path.exists(config_path):
+        raise ReportError(f"--experiment_dir: {directory} has no config.json; is it an experiment folder?")
+    with open(config_path) as f:
+        config = json.load(f).get("config", {})
+    flags_path = os.path.join(directory, "flags.cfg")
+    flags_lines = []
+    if os.path.exists(flags_path):
+        with open(flags_path) as f:
+            flags_lines = [line.strip() for line in f if line.strip()]
+    return Experiment(directory, config, flags_lines, read_rows(os.path.join(directory, "results.csv")),
+                      _in_progress_runs(directory))
+
+
+def _format_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def label_experiments(experiments: List[Experiment]):
+    """Names each experiment by the settings in which it differs from the others.
+
+    One experiment needs no name (its lines are named by variant alone); several
+    that differ in nothing that changes results fall back to their folder names.
+    """
+    if len(experiments) < 2:
+        return
+    keys = sorted(set().union(*(e.config for e in experiments)) - NOT_A_DIFFERENCE)
+    differing = [k for k in keys if len({_format_value(e.config.get(k)) for e in experiments}) > 1]
+    for experiment in experiments:
+        if differing:
+            experiment.label = ", ".join(f"{k}={_format_value(experiment.config.get(k))}" for k in differing)
+        else:
+            experiment.label = experiment.name
+
+
+def level_densities(experiment: Experiment) -> Dict[int, float]:
+    """{level: density} of the ticket at every level with a finished row."""
+    densities = {}
+    for row in experiment.rows:
+        densities.setdefault(row["level"], row["density"])
+    return dict(sorted(densities.items()))
+
+
+def summarize(experiment: Experiment, metric: str, variant: str, from_dense: bool = True) -> Dict[int, Summary]:
+    """{level: Summary of `metric` over replicates} for one variant.
+
+    Controls have no level 0 of their own: level 0 is the dense run they share with
+    the ticket, so with `from_dense` their series starts from the ticket's level 0.
+    """
+    values: Dict[int, List[float]] = {}
+    for row in experiment.rows:
+        if row["variant"] == variant or (from_dense and row["level"] == 0 and row["variant"] == "imp"):
+            values.setdefault(row["level"], []).append(row.get(metric, math.nan))
+    summaries = {level: Summary.of(v) for level, v in sorted(values.items())}
+    return {level: s for level, s in summaries.items() if s is not None}
+
+
+def matching_density(experiment: Experiment, variant: str = "imp", tolerance: float = 0.005,
+                     metric: str = "early_stop_test_accuracy") -> Optional[Tuple[int, float]]:
+    """(level, density) of the sparsest level that still matches the dense network.
+
+    A level matches when its mean `metric` is at most `tolerance` (absolute, 0.005
+    is half a percentage point) below level 0's mean. Levels are walked from the
+    dense end and the walk stops at the first level that does not match (or that
+    has not finished), so a lucky level after a failing one is not taken for the
+    ticket still matching. None when level 0 has not finished.
+    """
+    series = summarize(experiment, metric, variant)
+    densities = level_densities(experiment)
+    if 0 not in series:
+        return None
+    dense = series[0].mean
+    found = (0, densities[0])
+    for level in range(1, max(series) + 1):
+        if level not in series or series[level].mean < dense - tolerance:
+            break
+        found = (level, densities[level])
+    return found
+
+
+def curves(experiment: Experiment, level: int, variant: str) -> Dict[int, Summary]:
+    """{iteration: Summary of test accuracy over replicates} of finished runs."""
+    values: Dict[int, List[float]] = {}
+    replicates = sorted({r["replicate"] for r in experiment.rows if r["level"] == level and r["variant"] == variant})
+    for replicate in replicates:
+        path = os.path.join(run_directory(experiment.directory, replicate, level, variant), "metrics.csv")
+        for iteration, value in read_curve(path).items():
+            values.setdefault(iteration, []).append(value)
+    summaries = {i: Summary.of(v) for i, v in sorted(values.items())}
+    return {i: s for i, s in summaries.items() if s is not None}
+
+
+def nearest_levels(densities: Dict[int, float], targets_percent) -> List[Tuple[float, int]]:
+    """(target %, level) for each target, nearest on a log scale, without repeating a level."""
+    chosen, used = [], set()
+    for target in targets_percent:
+        if not densities:
+            break
+        level = min(densities, key=lambda lv: abs(math.log(densities[lv] * 100 / target)))
+        if level not in used:
+            used.add(level)
+            chosen.append((target, level))
+    return chosen
