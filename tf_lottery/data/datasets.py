@@ -96,16 +96,33 @@ def _prepare(builder, download: bool, data_dir: Optional[str]):
         ) from None
 
 
+def _read_splits(builder):
+    """(images, labels) numpy arrays of the train and test splits.
+
+    batch_size=-1 sizes its single batch from the split sizes in the dataset's
+    metadata. A builder without them (tfds.testing.mock_data's) would ask for a
+    batch of sys.maxsize and abort, so there each split's cardinality sizes it.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    if builder.info.splits.total_num_examples:
+        return tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
+    arrays = []
+    for split, dataset in zip(("train", "test"), builder.as_dataset(split=["train", "test"], as_supervised=True)):
+        count = int(dataset.cardinality())
+        if count <= 0:
+            raise DataError(f"--dataset: {builder.name} does not say how many examples its {split} split holds")
+        arrays.append(tfds.as_numpy(dataset.batch(count).get_single_element()))
+    return arrays
+
+
 @functools.lru_cache(maxsize=4)
 def load(name: str, data_dir: Optional[str] = None, validation_size: int = 5000, download: bool = True) -> Splits:
     """Decodes the dataset once per process into uint8 arrays split train/validation/test."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
     builder = _builder(name, data_dir)
     shape, num_classes = _features(builder)
     _prepare(builder, download, data_dir)
-    splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
-    (train_x, train_y), (test_x, test_y) = splits
+    (train_x, train_y), (test_x, test_y) = _read_splits(builder)
     if validation_size >= len(train_x):
         raise DataError(f"--validation_size: {validation_size} leaves no training data ({len(train_x)} examples)")
     order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(train_x))
