@@ -1,0 +1,232 @@
+"""The report, built from small real experiments on MNIST: figures, tables, partial runs."""
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, small_config
+from tf_lottery import report as report_lib
+from tf_lottery.lottery import runner
+from tf_lottery.report import __main__ as report_main
+from tf_lottery.report import data, figures
+
+CONTROLS = ("reinit", "random_prune")
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory):
+    """Two real experiments: 2 replicates of 2 levels at rewind 0; 1 replicate of 1 level rewound to iteration 20."""
+    root = tmp_path_factory.mktemp("report_runs")
+    two = small_config(root, experiment_name="two", levels=2, controls=CONTROLS, replicates=2)
+    one = small_config(root, experiment_name="one", levels=1, controls=CONTROLS, replicates=1, rewind_iteration=20)
+    runner.run_experiment(two)
+    runner.run_experiment(one)
+    return {"two": str(root / "two"), "one": str(root / "one")}
+
+
+@pytest.fixture(scope="module")
+def built(experiments, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("report_two"))
+    return report_lib.build_report([experiments["two"]], output)
+
+
+def _table(markdown: str, heading: str):
+    """{level: {column: cell}} of the markdown table under `### heading`."""
+    section = markdown.split(f"### {heading}\n", 1)[1].strip().split("\n\n", 1)[0]
+    lines = [line.strip().strip("|").split("|") for line in section.splitlines()]
+    header = [c.strip() for c in lines[0]]
+    return {int(cells[0]): dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]}
+
+
+def _cell_numbers(cell: str):
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", cell)]
+
+
+def _expected(rows, level, variant, column, scale):
+    values = np.array([float(r[column]) for r in rows if int(r["level"]) == level and r["variant"] == variant])
+    std = values.std(ddof=1) * scale if len(values) > 1 else None
+    return values.mean() * scale, std, len(values)
+
+
+def test_writes_every_figure_as_png_and_svg_and_a_self_contained_html(built):
+    output = built["output"]
+    for name in figures.FIGURES:
+        with open(os.path.join(output, f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        with open(os.path.join(output, f"{name}.svg")) as f:
+            assert "<svg" in f.read(), name
+    with open(built["html"]) as f:
+        page = f.read()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == len(figures.FIGURES)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)  # nothing to fetch beside the file
+    with open(built["markdown"]) as f:
+        markdown = f.read()
+    for name in figures.FIGURES:
+        assert f"({name}.png)" in markdown
+
+
+@pytest.mark.parametrize("heading,column,scale,digits", [
+    ("Final test accuracy (%)", "final_test_accuracy", 100.0, 2),
+    ("Test accuracy at early stop (%)", "early_stop_test_accuracy", 100.0, 2),
+    ("Early-stopping iteration", "early_stop_iteration", 1.0, 0),
+])
+def test_tables_hold_mean_and_std_of_results_csv(built, experiments, heading, column, scale, digits):
+    rows = runner.read_results(os.path.join(experiments["two"], "results.csv"))
+    with open(built["markdown"]) as f:
+        table = _table(f.read(), heading)
+    assert sorted(table) == [0, 1, 2]
+    for level, cells in table.items():
+        density = float(next(r["density"] for r in rows if int(r["level"]) == level))
+        assert float(cells["remaining (%)"]) == pytest.approx(density * 100, abs=0.005)
+        for variant in ("imp",) + CONTROLS:
+            if level == 0 and variant != "imp":
+                assert cells[variant] == "–"  # controls have no dense run of their own
+                continue
+            mean, std, count = _expected(rows, level, variant, column, scale)
+            assert count == 2
+            shown_mean, shown_std = _cell_numbers(cells[variant])
+            assert shown_mean == pytest.approx(mean, abs=0.6 * 10 ** -digits)
+            assert shown_std == pytest.approx(std, abs=0.6 * 10 ** -digits)
+        assert cells["replicates"] == ("2/0/0" if level == 0 else "2/2/2")
+
+
+def test_density_figure_draws_means_and_starts_controls_from_the_dense_run(experiments, monkeypatch, tmp_path):
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda figure, output_dir, name: captured.setdefault(name, figure) and [name])
+    experiment = data.load_experiment(experiments["two"])
+    figures.density_figure([experiment], "accuracy_vs_density", str(tmp_path))
+    axis = captured["accuracy_vs_density"].axes[0]
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    assert set(lines) == {"imp", "reinit", "random_prune"}
+    rows = runner.read_results(os.path.join(experiments["two"], "results.csv"))
+    dense, _, _ = _expected(rows, 0, "imp", "final_test_accuracy", 1.0)
+    for variant, line in lines.items():
+        x, y = line.get_xdata(), line.get_ydata()
+        densities = [float(next(r["density"] for r in rows if int(r["level"]) == lv)) * 100 for lv in range(3)]
+        np.testing.assert_allclose(x, densities)
+        assert y[0] == pytest.approx(dense)
+        for level in (1, 2):
+            assert y[level] == pytest.approx(_expected(rows, level, variant, "final_test_accuracy", 1.0)[0])
+    assert axis.get_xscale() == "log"
+    left, right = axis.get_xlim()
+    assert left > right  # from 100% on the left down to the sparsest level
+
+
+def test_matching_density_stops_at_the_first_level_that_falls_behind():
+    accuracies = {0: 0.980, 1: 0.982, 2: 0.976, 3: 0.970, 4: 0.981}
+    rows = [{"replicate": 0, "level": lv, "variant": "imp", "density": 0.8 ** lv, "early_stop_test_accuracy": a}
+            for lv, a in accuracies.items()]
+    experiment = data.Experiment("x", {"levels": 4}, [], rows, [])
+    assert data.matching_density(experiment, "imp", tolerance=0.005) == (2, pytest.approx(0.64))
+    assert data.matching_density(experiment, "imp", tolerance=0.02) == (4, pytest.approx(0.8 ** 4))
+    assert data.matching_density(data.Experiment("x", {}, [], rows[1:], []), "imp") is None
+
+
+def test_one_replicate_has_no_spread_and_still_draws_everything(experiments, tmp_path):
+    result = report_lib.build_report([experiments["one"]], str(tmp_path))
+    assert all(result["figures"][name] for name in figures.FIGURES)
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    table = _table(markdown, "Final test accuracy (%)")
+    rows = runner.read_results(os.path.join(experiments["one"], "results.csv"))
+    for level in (0, 1):
+        assert "±" not in table[level]["imp"]
+        assert table[level]["replicates"] == ("1/0/0" if level == 0 else "1/1/1")
+    assert float(table[1]["reinit"]) == pytest.approx(
+        _expected(rows, 1, "reinit", "final_test_accuracy", 100.0)[0], abs=0.006)
+    assert "Complete: all 4 planned runs finished" in markdown
+
+
+def test_overlay_names_what_differs_between_experiments(experiments, tmp_path):
+    output = str(tmp_path / "overlay")
+    completed = subprocess.run(
+        [sys.executable, "-m", "tf_lottery.report", f"--experiment_dir={experiments['two']}",
+         f"--experiment_dir={experiments['one']}", f"--output={output}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    with open(os.path.join(output, "report.md")) as f:
+        markdown = f.read()
+    # Replicates and output folders differ too, but they do not change what a run computes.
+    assert "`two` = rewind_iteration=0" in markdown and "`one` = rewind_iteration=20" in markdown
+    with open(os.path.join(output, "accuracy_vs_density.svg")) as f:
+        svg = f.read()
+    assert "rewind_iteration=20: random_prune" in svg and "rewind_iteration=0: imp" in svg
+
+
+def _make_partial(source: str, destination: str):
+    """A copy of `source` as it looks while replicate 1's last random_prune run trains."""
+    shutil.copytree(source, destination)
+    run = os.path.join(destination, "replicate_1", "level_02", "random_prune")
+    os.remove(os.path.join(run, "result.json"))
+    with open(os.path.join(run, "metrics.csv"), newline="") as f:
+        kept = [r for r in csv.DictReader(f) if int(r["iteration"]) <= 40]
+    with open(os.path.join(run, "metrics.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, ("iteration", "split", "metric", "value"))
+        writer.writeheader()
+        writer.writerows(kept)
+    # More levels asked for than trained yet, as when --levels is raised to extend an experiment.
+    with open(os.path.join(destination, "config.json")) as f:
+        stored = json.load(f)
+    stored["config"]["levels"] = 3
+    with open(os.path.join(destination, "config.json"), "w") as f:
+        json.dump(stored, f)
+    rows = runner.read_results(os.path.join(destination, "results.csv"))
+    with open(os.path.join(destination, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, runner.RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if not (r["replicate"] == "1" and r["level"] == "2" and r["variant"] == "random_prune"))
+
+
+def test_partial_experiment_shows_finished_levels_and_lists_what_is_missing(experiments, tmp_path):
+    partial = str(tmp_path / "partial")
+    _make_partial(experiments["two"], partial)
+    result = report_lib.build_report([partial], str(tmp_path / "report"))
+    assert all(result["figures"][name] for name in figures.FIGURES)
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert "**Partial experiment**: 13 of 20 planned runs finished" in markdown
+    assert "replicate 0, imp: level(s) 3" in markdown
+    assert "replicate 1, random_prune: level(s) 2-3" in markdown
+    assert "in progress: replicate 1 level 2 random_prune at iteration 40 of 60" in markdown
+    table = _table(markdown, "Final test accuracy (%)")
+    assert table[2]["replicates"] == "2/2/1"
+    rows = runner.read_results(os.path.join(partial, "results.csv"))
+    only = next(float(r["final_test_accuracy"]) for r in rows
+                if r["level"] == "2" and r["variant"] == "random_prune")
+    assert _cell_numbers(table[2]["random_prune"]) == [pytest.approx(only * 100, abs=0.006)]
+
+
+def test_experiment_with_nothing_finished_gets_a_report_that_says_so(experiments, tmp_path):
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    for name in ("config.json", "flags.cfg"):
+        shutil.copy(os.path.join(experiments["two"], name), empty)
+    result = report_lib.build_report([empty], str(tmp_path / "report"))
+    assert not any(result["figures"].values())
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert "No run has finished yet" in markdown
+    assert "accuracy_vs_density: not drawn" in markdown
+    assert "--model=mlp" in markdown  # the flags are still shown
+
+
+def test_cli_refuses_a_folder_that_is_not_an_experiment(tmp_path, capsys):
+    assert report_main.main([f"--experiment_dir={tmp_path}"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "report")
+
+
+def test_summary_uses_the_sample_standard_deviation():
+    summary = data.Summary.of([0.9, 0.95, math.nan, 1.0])
+    assert summary.count == 3 and summary.mean == pytest.approx(0.95)
+    assert summary.std == pytest.approx(0.05) and (summary.low, summary.high) == (0.9, 1.0)
