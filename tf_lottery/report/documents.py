@@ -84,7 +84,7 @@ def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]
             grouped.setdefault((replicate, variant), []).append(level)
         running = {(r, lv, v): it for r, lv, v, it in experiment.in_progress}
         items = []
-        for (replicate, variant), levels in sorted(grouped.items()):
+        for (replicate, variant), levels in sorted(grouped.items(), key=lambda kv: (kv[0][0], data.VARIANTS.index(kv[0][1]))):
             items.append(f"replicate {replicate}, {variant}: level(s) {_ranges(levels)}")
         for (replicate, level, variant), iteration in sorted(running.items()):
             total = experiment.config.get("iterations", "?")
