@@ -26,7 +26,8 @@ FIGURE_CAPTIONS = {
     "accuracy_vs_density": "Final test accuracy against percent of weights remaining (mean, band: min-max over replicates).",
     "early_stop_iteration_vs_density": "Early-stopping iteration (minimum validation loss) against percent remaining.",
     "early_stop_accuracy_vs_density": "Test accuracy at the early-stopping iteration against percent remaining.",
-    "training_curves": "Test accuracy during training at the levels nearest 100, 51.3, 21.1, 7.0, 3.6 and 1.9% remaining.",
+    "training_curves": "Test accuracy during training at the levels nearest 100, 51.3, 21.1, 7.0, 3.6 and 1.9% remaining "
+                       "(y axis zoomed on the last 90% of training).",
 }
 
 

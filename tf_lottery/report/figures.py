@@ -112,6 +112,7 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False,
                                 sharey=True)
     colormap = plt.get_cmap("viridis")
+    late_values = []  # means after the first 10% of training, to zoom the shared y axis on them
     for row, experiment in enumerate(experiments):
         densities = data.level_densities(experiment)
         chosen = data.nearest_levels(densities, CURVE_TARGETS)
@@ -129,6 +130,7 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
                 if not series:
                     continue
                 iterations = list(series)
+                late_values += [s.mean for i, s in series.items() if i >= 0.1 * iterations[-1]]
                 # Spread over the chosen levels; stop short of viridis' pale yellow end.
                 color = colormap(0.9 * rank / max(len(chosen) - 1, 1))
                 axis.plot(iterations, [s.mean for s in series.values()], color=color,
@@ -141,6 +143,12 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
             if column == 0:
                 axis.set_ylabel("test accuracy")
             axis.legend(fontsize=7, title="remaining", title_fontsize=7, loc="lower right")
+    if late_values:
+        # As the paper's figure 3: the first iterations climb from chance and would
+        # flatten the differences between levels that matter, so they run off the axis.
+        low, high = min(late_values), max(late_values)
+        margin = max(0.15 * (high - low), 0.002)
+        axes[0][0].set_ylim(low - margin, min(high + margin, 1.0))
     figure.suptitle("Test accuracy during training at selected pruning levels")
     figure.tight_layout()
     return _save(figure, output_dir, "training_curves")
