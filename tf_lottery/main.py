@@ -46,6 +46,9 @@ def main(argv):
 
     try:
         config = flags_lib.config_from_flags(FLAGS)
+        # Devices and collectives are fixed when TensorFlow initialises: before the plan builds a model.
+        distribute.configure_devices(config.run)
+        strategy = None if config.run.dry_run else distribute.make_strategy(config.run)
         if config.run.deterministic:
             tf.config.experimental.enable_op_determinism()
         plan = plan_lib.make_plan(config)
@@ -54,7 +57,7 @@ def main(argv):
             print(plan_lib.format_plan(plan, config))
             print(f"experiment folder: {runner.ExperimentPaths.of(config.run.output_dir, config.experiment_name).root}")
             return 0
-        experiment = runner.Experiment(config, distribute.make_strategy(config.run))
+        experiment = runner.Experiment(config, strategy)
     except (ConfigError, registry.UnknownNameError, DataError, ValueError) as error:
         _fail(USAGE_ERROR, str(error).splitlines()[0])
     try:
