@@ -28,15 +28,22 @@ def preprocess_fn(info: DatasetInfo) -> Callable:
 def training_dataset(
     images: np.ndarray, labels: np.ndarray, info: DatasetInfo, batch_size: int, seed: int,
     start_iteration: int = 0, augment: Optional[Callable] = None, batches_per_step: int = 1,
+    num_shards: int = 1, shard_index: int = 0,
 ) -> tf.data.Dataset:
     """Endless (image, label) batches from `start_iteration` on.
 
     With several replicas fed by this one pipeline, `batch_size` is the per-replica
     batch and `batches_per_step` the replica count: a step's consecutive batches
     together are exactly the single-replica global batch.
+
+    With `num_shards` pipelines (one per worker) feeding `batches_per_step` replicas
+    each, the stream is cut into per-replica batches as if one pipeline fed them
+    all, and shard `shard_index` keeps the batches of its own replicas: replica r of
+    the whole job gets the same examples as replica r of a single machine.
     """
     n = len(images)
-    start_example = start_iteration * batch_size * batches_per_step
+    replicas = batches_per_step * num_shards
+    start_example = start_iteration * batch_size * replicas
     start_epoch, offset = divmod(start_example, n)
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     preprocess = preprocess_fn(info)
@@ -47,7 +54,10 @@ def training_dataset(
         )
 
     order = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch).skip(offset)
-    batches = order.batch(batch_size, drop_remainder=True).enumerate(start=start_iteration * batches_per_step)
+    batches = order.batch(batch_size, drop_remainder=True).enumerate(start=start_iteration * replicas)
+    if num_shards > 1:
+        # Only index batches are dropped here: the images are gathered after the filter.
+        batches = batches.filter(lambda index, _: (index % replicas) // batches_per_step == shard_index)
 
     def load_batch(batch_index, indices):
         x = preprocess(tf.gather(images_t, indices))
@@ -61,4 +71,9 @@ def training_dataset(
 def evaluation_dataset(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, batch_size: int) -> tf.data.Dataset:
     preprocess = preprocess_fn(info)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    # In memory there are no files to shard by: workers split the examples, and
+    # summing (loss, correct, count) over replicas counts each example once.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
     return dataset.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
