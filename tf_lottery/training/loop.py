@@ -15,7 +15,17 @@ from tf_lottery.training import schedules
 class Trainer:
     """Runs chunks of training steps and full evaluations under a tf.distribute strategy."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, training_config, global_batch_size: int):
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, training_config, global_batch_size: int,
+                 mixed_precision: str = "float32"):
+        """Create it under `strategy.scope()`.
+
+        Args:
+          strategy: the strategy the model's variables were created under.
+          model: the masked model to train.
+          training_config: the experiment's TrainingConfig.
+          global_batch_size: examples per step over all replicas; losses are averaged over it.
+          mixed_precision: the model's Keras dtype policy; mixed_float16 adds dynamic loss scaling.
+        """
         self.strategy = strategy
         self.model = model
         self.global_batch_size = global_batch_size
@@ -27,9 +37,13 @@ class Trainer:
             )
             self.schedule = schedules.from_config(training_config, self.iteration)
             self.optimizer = schedules.make_optimizer(training_config, self.schedule)
+            if mixed_precision == "mixed_float16":
+                # float16 gradients underflow without it; bfloat16 has float32's range and needs none.
+                self.optimizer = keras.mixed_precision.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean("train_loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy("train_accuracy")
+        self.loss_scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         self._loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=keras.losses.Reduction.NONE
         )
@@ -42,6 +56,11 @@ class Trainer:
         """Fresh optimizer state and metrics; the schedule resumes at `start_iteration`."""
         for variable in self.optimizer.variables:
             variable.assign(tf.zeros_like(variable))
+        if self.loss_scaling and self.optimizer.dynamic:
+            # The loss scale is optimizer state too: a run must not inherit the previous run's.
+            state = self.optimizer._loss_scale  # pylint: disable=protected-access
+            state.current_loss_scale.assign(state.initial_loss_scale)
+            state.counter.assign(0)
         self.iteration.assign(start_iteration)
         self.reset_train_metrics()
 
@@ -55,14 +74,19 @@ class Trainer:
     def _step(self, images, labels):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
+            # Under a mixed policy the logits are float16/bfloat16: the loss is taken in float32.
+            logits = tf.cast(self.model(images, training=True), tf.float32)
             per_example = self._loss(labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if self.weight_decay > 0:
                 # Coupled L2, as torch.optim's weight_decay: gradient += wd * w.
                 penalty = 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
                 loss += tf.nn.scale_regularization_loss(penalty)
+            if self.loss_scaling:
+                loss = self.optimizer.get_scaled_loss(loss)
         gradients = tape.gradient(loss, variables)
+        if self.loss_scaling:
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self.train_loss.update_state(per_example)
         self.train_accuracy.update_state(labels, logits)
@@ -83,7 +107,7 @@ class Trainer:
     # Evaluation ---------------------------------------------------------------
 
     def _eval_step(self, images, labels):
-        logits = self.model(images, training=False)
+        logits = tf.cast(self.model(images, training=False), tf.float32)
         loss_sum = tf.reduce_sum(self._loss(labels, logits))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return tf.stack([loss_sum, correct, tf.cast(tf.size(labels), tf.float32)])
