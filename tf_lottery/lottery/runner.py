@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import data, models
+from tf_lottery import data, distribute, models
 from tf_lottery import flags as flags_lib
 from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import augment as augment_lib
@@ -54,10 +54,16 @@ def check_compatible(paths: ExperimentPaths, config: ExperimentConfig):
         )
 
 
-def write_results(paths: ExperimentPaths) -> List[dict]:
-    """Rewrites results.csv from every finished run's result.json."""
+def result_rows(paths: ExperimentPaths) -> List[dict]:
+    """Every finished run's result.json, in results.csv's order."""
     rows = [read_json(p) for p in paths.result_files()]
     rows.sort(key=lambda r: (r["replicate"], r["level"], ("imp", "reinit", "random_prune").index(r["variant"])))
+    return rows
+
+
+def write_results(paths: ExperimentPaths) -> List[dict]:
+    """Rewrites results.csv from every finished run's result.json."""
+    rows = result_rows(paths)
     with open(paths.results + ".tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -79,6 +85,7 @@ class Experiment:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
         self.stream = stream
+        self.files = None  # set by run(): where this process writes (the chief: the experiment itself)
         replicas = self.strategy.num_replicas_in_sync
         if config.data.batch_size % replicas:
             raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
@@ -90,7 +97,16 @@ class Experiment:
         config = self.config
         check_compatible(self.paths, config)
         splits = data.load(config.data.dataset, config.data.data_dir, config.data.validation_size, config.data.download)
-        self._write_experiment_files(splits.info)
+        self.files = distribute.ScratchDirectory(self.strategy, self.paths.root)
+        try:
+            return self._run(splits)
+        finally:
+            self.files.close()
+
+    def _run(self, splits: data.Splits) -> List[dict]:
+        config = self.config
+        if self.files.is_chief:
+            self._write_experiment_files(splits.info)
         self.splits = splits
         self._eval_sets = {
             split: self.strategy.experimental_distribute_dataset(
@@ -102,7 +118,7 @@ class Experiment:
         }
         for replicate in range(config.run.replicates):
             self._run_replicate(replicate)
-        return write_results(self.paths)
+        return write_results(self.paths) if self.files.is_chief else result_rows(self.paths)
 
     def _write_experiment_files(self, info: data.DatasetInfo):
         os.makedirs(self.paths.root, exist_ok=True)
@@ -115,14 +131,18 @@ class Experiment:
     def _run_replicate(self, replicate: int):
         config, info = self.config, self.splits.info
         self.replicate, self.seed = replicate, config.run.seed + replicate
-        with self.strategy.scope():
+        with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
             self.model = models.build(config.model.model, info.input_shape, info.num_classes,
                                       seed=derive_seed(self.seed, "init"), **plan_lib.model_options(config))
-            self.trainer = Trainer(self.strategy, self.model, config.training, config.data.batch_size)
+            self.trainer = Trainer(self.strategy, self.model, config.training, config.data.batch_size,
+                                   mixed_precision=config.run.mixed_precision)
         self.groups = strategies.groups(strategies.layer_rates(self.model, config.pruning), config.pruning.pruning_scope)
         theta_init = self.paths.theta_init(replicate)
-        if not os.path.exists(theta_init):  # θ0 is written once per replicate, never rewritten
-            checkpoints.save_weights(self.model, theta_init)
+        missing = not os.path.exists(theta_init)
+        distribute.barrier(self.strategy)  # every worker has looked before the chief writes
+        if missing:  # θ0 is written once per replicate, never rewritten
+            checkpoints.save_weights(self.model, self.files.writable(theta_init))
+        distribute.barrier(self.strategy)  # and the chief has written before any worker reads
         self.theta_init = checkpoints.read_weights(theta_init)
         rewind = config.pruning.rewind_iteration
         for level in range(config.pruning.levels + 1):
@@ -177,17 +197,21 @@ class Experiment:
         config, trainer = self.config, self.trainer
         if os.path.exists(paths.mask):
             run_masks = masks_lib.load(paths.mask)
-        else:
+        elif self.files.is_chief:
             masks_lib.save(paths.mask, run_masks)
         checkpoints.assign_weights(self.model, initial_weights, source="initial weights")
         masks_lib.apply_masks(self.model, run_masks)
         trainer.reset(start)
-        checkpoint = checkpoints.RunCheckpoint(paths.checkpoints, trainer)
+        chief = self.files.is_chief
+        # Every worker restores the chief's checkpoint and takes part in each save
+        # (reading synchronised variables may be a collective); other workers' copies go to scratch.
+        checkpoint = checkpoints.RunCheckpoint(paths.checkpoints, trainer, write_directory=self.files.writable(paths.checkpoints))
         resumed = checkpoint.restore()
         iteration = int(trainer.iteration.numpy())
-        log = summaries.MetricsLog(paths.metrics, paths.directory, resume_iteration=iteration if resumed else None)
+        log = summaries.MetricsLog(self.files.writable(paths.metrics), paths.directory if chief else None,
+                                   resume_iteration=iteration if resumed else None)
         description = f"replicate {self.replicate} level {level} {variant}"
-        bar = progress.RunProgress(config.run.progress, description, iteration, config.training.iterations)
+        bar = progress.RunProgress(config.run.progress and chief, description, iteration, config.training.iterations)
         started = time.time()
         try:
             if not resumed:
@@ -197,17 +221,22 @@ class Experiment:
         finally:
             bar.close()
             log.close()
-        checkpoints.save_weights(self.model, paths.final_weights)
-        result = self._result(level, variant, run_masks, paths, time.time() - started)
-        write_json(paths.result, result)
-        shutil.rmtree(paths.checkpoints, ignore_errors=True)
-        write_results(self.paths)
-        progress.announce(
-            config.run.progress,
-            f"{description}: density {result['density']:.2%} final test accuracy {result['final_test_accuracy']:.4f} "
-            f"early stop {result['early_stop_test_accuracy']:.4f} at iteration {result['early_stop_iteration']}",
-            self.stream,
-        )
+        checkpoints.save_weights(self.model, self.files.writable(paths.final_weights))
+        result = None
+        if chief:
+            result = self._result(level, variant, run_masks, paths, time.time() - started)
+            write_json(paths.result, result)
+            shutil.rmtree(paths.checkpoints, ignore_errors=True)
+            write_results(self.paths)
+            progress.announce(
+                config.run.progress,
+                f"{description}: density {result['density']:.2%} final test accuracy {result['final_test_accuracy']:.4f} "
+                f"early stop {result['early_stop_test_accuracy']:.4f} at iteration {result['early_stop_iteration']}",
+                self.stream,
+            )
+        else:
+            shutil.rmtree(self.files.writable(paths.checkpoints), ignore_errors=True)
+        distribute.barrier(self.strategy)  # the next level reads this run's final weights and mask
         return result
 
     def _train_until_done(self, paths: RunPaths, level, variant, iteration, log, checkpoint, bar):
@@ -215,6 +244,8 @@ class Experiment:
         total, eval_every, save_every = config.training.iterations, config.training.eval_every, config.training.checkpoint_every
         rewind = config.pruning.rewind_iteration
         saves_rewind = level == 0 and rewind > 0
+        # Decided before this run writes anything, so that every worker decides alike.
+        rewind_missing = saves_rewind and not os.path.exists(self.paths.theta_rewind(self.replicate))
         iterator = iter(self.strategy.distribute_datasets_from_function(self._training_input(iteration)))
         while iteration < total:
             stops = [total, iteration + MAX_STEPS_PER_CALL,
@@ -224,8 +255,8 @@ class Experiment:
             target = min(stops)
             trainer.train(iterator, target - iteration)
             iteration = target
-            if saves_rewind and iteration == rewind and not os.path.exists(self.paths.theta_rewind(self.replicate)):
-                checkpoints.save_weights(self.model, self.paths.theta_rewind(self.replicate))
+            if saves_rewind and iteration == rewind and rewind_missing:
+                checkpoints.save_weights(self.model, self.files.writable(self.paths.theta_rewind(self.replicate)))
             train = trainer.train_metrics()
             evaluated = iteration % eval_every == 0 or iteration == total
             if evaluated:
@@ -253,6 +284,7 @@ class Experiment:
                 batch_size=context.get_per_replica_batch_size(config.data.batch_size), seed=seed,
                 start_iteration=start_iteration, augment=augment_lib.pad_crop_flip if augment else None,
                 batches_per_step=context.num_replicas_in_sync // context.num_input_pipelines,
+                num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id,
             )
 
         return dataset_fn

@@ -1,7 +1,7 @@
 """Run checkpoints (resumption) and weight files (θ0, θk, final weights)."""
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -17,17 +17,22 @@ class CheckpointError(RuntimeError):
 class RunCheckpoint:
     """Model, optimizer, iteration (hence data position) and running train metrics of a run."""
 
-    def __init__(self, directory: str, trainer):
+    def __init__(self, directory: str, trainer, write_directory: Optional[str] = None):
+        """Restores from `directory`; saves to `write_directory` (default: the same).
+
+        A non-chief worker of a multi-worker job restores the chief's checkpoint but
+        saves to a scratch directory of its own, as TensorFlow's multi-worker rules ask.
+        """
         self.directory = directory
         self.checkpoint = tf.train.Checkpoint(
             model=trainer.model, optimizer=trainer.optimizer, iteration=trainer.iteration,
             train_loss=trainer.train_loss, train_accuracy=trainer.train_accuracy,
         )
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=1)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, write_directory or directory, max_to_keep=1)
 
     def restore(self) -> bool:
         """Restores the latest checkpoint, if any; True when one was restored."""
-        path = self.manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self.directory)
         if path is None:
             return False
         try:
