@@ -35,29 +35,33 @@ def main(argv):
         _fail(USAGE_ERROR, f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
-    # Imported here so that --help and flag errors answer before TensorFlow loads.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tf_lottery.config import ConfigError  # pylint: disable=import-outside-toplevel
+
+    try:
+        config = flags_lib.config_from_flags(FLAGS)
+    except ConfigError as error:
+        _fail(USAGE_ERROR, str(error).splitlines()[0])
+    # Started only now, so that --help and flag errors answer before TensorFlow loads.
+    from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
+
+    tf = quiet.start_tensorflow(before_devices=None)  # logical device set-up goes in before_devices
 
     from tf_lottery import distribute, registry  # pylint: disable=import-outside-toplevel
-    from tf_lottery.config import ConfigError  # pylint: disable=import-outside-toplevel
     from tf_lottery.data import DataError  # pylint: disable=import-outside-toplevel
     from tf_lottery.lottery import plan as plan_lib, runner  # pylint: disable=import-outside-toplevel
     from tf_lottery.training.checkpoints import CheckpointError  # pylint: disable=import-outside-toplevel
 
     try:
-        config = flags_lib.config_from_flags(FLAGS)
-        # Devices and collectives are fixed when TensorFlow initialises: before the plan builds a model.
-        distribute.configure_devices(config.run)
-        strategy = None if config.run.dry_run else distribute.make_strategy(config.run)
         if config.run.deterministic:
             tf.config.experimental.enable_op_determinism()
         plan = plan_lib.make_plan(config)
-        runner.check_compatible(runner.ExperimentPaths.of(config.run.output_dir, config.experiment_name), config)
+        paths = runner.ExperimentPaths.of(config.run.output_dir, config.experiment_name)
+        runner.check_compatible(paths, config)
         if config.run.dry_run:
             print(plan_lib.format_plan(plan, config))
-            print(f"experiment folder: {runner.ExperimentPaths.of(config.run.output_dir, config.experiment_name).root}")
+            print(f"experiment folder: {paths.root}")
             return 0
-        experiment = runner.Experiment(config, strategy)
+        experiment = runner.Experiment(config, distribute.make_strategy(config.run))
     except (ConfigError, registry.UnknownNameError, DataError, ValueError) as error:
         _fail(USAGE_ERROR, str(error).splitlines()[0])
     try:
