@@ -95,10 +95,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_every_flagfile_parses_in_a_dry_run(tmp_path):
-    for flagfile in sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg"))):
-        result = run_main(f"--flagfile={flagfile}", f"--output_dir={tmp_path}", "--dry_run", "--nodownload")
-        assert result.returncode == 0 or "is not prepared" in result.stderr, (flagfile, result.stderr[-1000:])
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg"))), ids=os.path.basename)
+def test_every_flagfile_parses_in_a_dry_run(tmp_path, flagfile, capsys):
+    code, stderr = run_main_in_process([f"--flagfile={flagfile}", f"--output_dir={tmp_path}", "--dry_run"], capsys)
+    assert code in (0, None), (flagfile, stderr)
+    assert not os.listdir(tmp_path)
 
 
 def test_missing_dataset_is_one_line_naming_data_dir(tmp_path):
