@@ -3,6 +3,18 @@
 tf_keras optimizers assign `variable.constraint(variable)` after each update, so a
 kernel whose constraint multiplies by its mask can never hold a non-zero pruned
 weight, whatever the optimizer (SGD, momentum, Adam) or weight decay did.
+
+Under tf.distribute the kernel is a MirroredVariable with aggregation NONE and the
+optimizer makes that assignment in replica context. TensorFlow 2 allows it: an
+update of a NONE-aggregated mirrored variable in replica context writes that
+replica's own copy (values._on_write_update_replica; on TPU a raw assign). Every
+replica multiplies its copy, identical after the all-reduced update, by its copy
+of the mask, identical because masks are only ever assigned from host values in
+cross-replica context; a product with 0 or 1 is exact, so the copies stay
+identical and pruned weights are exactly 0 on all of them. With mixed_float16 the
+loss-scale optimizer applies the update, constraint included, in cross-replica
+context instead, where the assignment reaches every copy. Both paths are tested
+in tests/test_distribute.py, replica by replica.
 """
 
 from typing import List
