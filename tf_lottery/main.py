@@ -8,6 +8,7 @@ checkpoint) stops with one line and exit code 1, keeping every finished run.
 """
 
 import sys
+import warnings
 
 import tf_lottery  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from absl import app, flags, logging
@@ -35,6 +36,8 @@ def main(argv):
         _fail(USAGE_ERROR, f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
+    # Raised by tf.data inside tf.distribute's own input code, about nothing a user can change.
+    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
     from tf_lottery.config import ConfigError  # pylint: disable=import-outside-toplevel
 
     try:
@@ -44,7 +47,13 @@ def main(argv):
     # Started only now, so that --help and flag errors answer before TensorFlow loads.
     from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
 
-    tf = quiet.start_tensorflow(before_devices=None)  # logical device set-up goes in before_devices
+    def set_up_devices(_):
+        # Logical devices (--num_cpu_devices) are fixed once TensorFlow initialises them.
+        from tf_lottery import distribute  # pylint: disable=import-outside-toplevel
+
+        distribute.configure_devices(config.run)
+
+    tf = quiet.start_tensorflow(before_devices=set_up_devices)
 
     from tf_lottery import distribute, registry  # pylint: disable=import-outside-toplevel
     from tf_lottery.data import DataError  # pylint: disable=import-outside-toplevel
@@ -52,6 +61,8 @@ def main(argv):
     from tf_lottery.training.checkpoints import CheckpointError  # pylint: disable=import-outside-toplevel
 
     try:
+        # Collectives are fixed when the strategy is made: before the plan builds a model.
+        strategy = None if config.run.dry_run else distribute.make_strategy(config.run)
         if config.run.deterministic:
             tf.config.experimental.enable_op_determinism()
         plan = plan_lib.make_plan(config)
@@ -61,7 +72,7 @@ def main(argv):
             print(plan_lib.format_plan(plan, config))
             print(f"experiment folder: {paths.root}")
             return 0
-        experiment = runner.Experiment(config, distribute.make_strategy(config.run))
+        experiment = runner.Experiment(config, strategy)
     except (ConfigError, registry.UnknownNameError, DataError, ValueError) as error:
         _fail(USAGE_ERROR, str(error).splitlines()[0])
     try:
