@@ -178,3 +178,20 @@ def test_lenet_on_real_mnist_reaches_95_percent_with_plain_progress_lines(tmp_pa
     quiet = run_main("--model=lenet300_100", "--iterations=1500", "--batch_size=60", "--eval_every=500",
                      "--levels=0", f"--output_dir={tmp_path}", "--experiment_name=lenet", "--noprogress")
     assert quiet.returncode == 0 and "replicate 0" not in quiet.stdout + quiet.stderr
+
+
+def test_two_processes_sharing_an_experiment_train_each_run_once(tmp_path):
+    args = small_flags(tmp_path, iterations=100, levels=1, controls=("reinit",), replicates=2, experiment_name="s")
+    processes = [subprocess.Popen([sys.executable, "-m", "tf_lottery.main", *args, *extra], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for extra in ([], ["--replicate=1"])]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "s" / "results.csv")))
+    assert [(r["replicate"], r["level"], r["variant"]) for r in rows] == [
+        ("0", "0", "imp"), ("0", "1", "imp"), ("0", "1", "reinit"),
+        ("1", "0", "imp"), ("1", "1", "imp"), ("1", "1", "reinit")]
+    for metrics in glob.glob(str(tmp_path / "s" / "replicate_*" / "level_*" / "*" / "metrics.csv")):
+        keys = [tuple(row[:3]) for row in csv.reader(open(metrics))]
+        assert len(keys) == len(set(keys)), f"{metrics} was written by two processes"

@@ -129,6 +129,7 @@ class RunConfig:
     experiment_name: str = option("", "Experiment folder name (default: model-dataset-<hash of the non-default flags>).", hashed=False)
     seed: int = option(0, "Base random seed; replicate r uses seed + r.")
     replicates: int = option(1, "Independent repetitions of the experiment, each with its own seed.", hashed=False)
+    replicate: int = option(-1, "Run only this replicate (0-based; -1: all). Processes running different replicates of one experiment may share its folder.", hashed=False)
     deterministic: bool = option(False, "Enable TensorFlow op determinism: identical results on reruns and resumptions.", hashed=False)
     strategy: str = option(
         "auto", "tf.distribute strategy: auto (mirrored over several GPUs, one_device on one GPU, default on CPU), "
@@ -144,6 +145,8 @@ class RunConfig:
     def validate(self):
         _require(bool(self.output_dir), "output_dir", "must not be empty")
         _require(self.replicates > 0, "replicates", f"must be > 0, got {self.replicates}")
+        _require(-1 <= self.replicate < self.replicates, "replicate",
+                 f"must be -1 (all) or in [0, --replicates={self.replicates}), got {self.replicate}")
         _require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         _require("/" not in self.experiment_name and self.experiment_name not in (".", ".."),
                  "experiment_name", f"must be a plain folder name, got {self.experiment_name!r}")

@@ -38,6 +38,26 @@ def read_json(path: str):
         return json.load(f)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str):
+    """Holds an exclusive advisory lock on the file `path`, waiting for any other holder.
+
+    Where file locks are unavailable (not POSIX), nothing is locked.
+    """
+    try:
+        import fcntl  # pylint: disable=import-outside-toplevel
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def derive_seed(*parts) -> int:
     """A 31-bit seed determined by `parts` (ints and strings), stable across runs and platforms."""
     digest = hashlib.sha256(repr(parts).encode()).digest()

@@ -185,3 +185,16 @@ def test_oneshot_prunes_level_zero_weights_to_each_level_density(make_config):
         keep = int(mask.sum())
         assert keep == strategies.keep_count(mask.size, 0.5, level)
         assert np.abs(dense["fc1"][mask == 1]).min() >= np.abs(dense["fc1"][mask == 0]).max()
+
+
+def test_replicates_run_separately_fill_one_experiment(make_config):
+    first = runner.run_experiment(make_config(replicates=2, replicate=1, levels=1))
+    assert {r["replicate"] for r in first} == {1}
+    config = make_config(replicates=2, levels=1)
+    paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
+    stamp = os.stat(paths.run(1, 1, "imp").result).st_mtime_ns
+    rows = runner.run_experiment(config)
+    assert [(r["replicate"], r["level"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert os.stat(paths.run(1, 1, "imp").result).st_mtime_ns == stamp, "replicate 1 was trained twice"
+    with pytest.raises(runner.ConfigError, match="--replicate"):
+        make_config(replicates=2, replicate=2)

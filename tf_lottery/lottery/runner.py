@@ -25,7 +25,7 @@ from tf_lottery.lottery.paths import ExperimentPaths, RunPaths
 from tf_lottery.pruning import constraint, masks as masks_lib, strategies
 from tf_lottery.training import checkpoints, progress, summaries
 from tf_lottery.training.loop import Trainer
-from tf_lottery.utils import derive_seed, read_json, write_json, write_text
+from tf_lottery.utils import atomic_path, derive_seed, exclusive_lock, read_json, write_json, write_text
 
 RESULT_COLUMNS = (
     "replicate", "level", "variant", "density", "remaining_weights", "total_weights",
@@ -64,11 +64,11 @@ def result_rows(paths: ExperimentPaths) -> List[dict]:
 def write_results(paths: ExperimentPaths) -> List[dict]:
     """Rewrites results.csv from every finished run's result.json."""
     rows = result_rows(paths)
-    with open(paths.results + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, RESULT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(paths.results + ".tmp", paths.results)
+    with atomic_path(paths.results) as tmp:  # a name of its own per process sharing the experiment
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, RESULT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
     return rows
 
 
@@ -116,7 +116,8 @@ class Experiment:
                 ("test", splits.test_images, splits.test_labels),
             ) if len(images)
         }
-        for replicate in range(config.run.replicates):
+        chosen = range(config.run.replicates) if config.run.replicate < 0 else [config.run.replicate]
+        for replicate in chosen:
             self._run_replicate(replicate)
         return write_results(self.paths) if self.files.is_chief else result_rows(self.paths)
 
@@ -194,6 +195,16 @@ class Experiment:
         paths = self.paths.run(self.replicate, level, variant)
         if os.path.exists(paths.result):
             return read_json(paths.result)
+        if distribute.is_multi_worker(self.strategy):  # the workers train each run together
+            return self._train_locked_run(paths, level, variant, run_masks, initial_weights, start)
+        # Processes sharing an experiment (--replicate) never train one run twice at once:
+        # the second waits, then finds the first one's result.
+        with exclusive_lock(os.path.join(paths.directory, "run.lock")):
+            if os.path.exists(paths.result):
+                return read_json(paths.result)
+            return self._train_locked_run(paths, level, variant, run_masks, initial_weights, start)
+
+    def _train_locked_run(self, paths: RunPaths, level: int, variant: str, run_masks, initial_weights, start: int):
         config, trainer = self.config, self.trainer
         if os.path.exists(paths.mask):
             run_masks = masks_lib.load(paths.mask)
