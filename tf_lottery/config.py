@@ -21,11 +21,15 @@ class ConfigError(ValueError):
     """A flag value that cannot be run; the message names the flag."""
 
 
-def option(default, help, *, choices=None, hashed=True):  # pylint: disable=redefined-builtin
-    """A config field with the help text and choices of its flag."""
+def option(default, help, *, choices=None, hashed=True, recorded=True):  # pylint: disable=redefined-builtin
+    """A config field with the help text and choices of its flag.
+
+    `recorded=False` marks a setting of one invocation rather than of the experiment
+    (which replicate this process runs): flags.cfg leaves it out.
+    """
     return dataclasses.field(
         default=default,
-        metadata={"help": help, "choices": choices, "hashed": hashed},
+        metadata={"help": help, "choices": choices, "hashed": hashed, "recorded": recorded},
     )
 
 
@@ -129,7 +133,7 @@ class RunConfig:
     experiment_name: str = option("", "Experiment folder name (default: model-dataset-<hash of the non-default flags>).", hashed=False)
     seed: int = option(0, "Base random seed; replicate r uses seed + r.")
     replicates: int = option(1, "Independent repetitions of the experiment, each with its own seed.", hashed=False)
-    replicate: int = option(-1, "Run only this replicate (0-based; -1: all). Processes running different replicates of one experiment may share its folder.", hashed=False)
+    replicate: int = option(-1, "Run only this replicate (0-based; -1: all). Processes running different replicates of one experiment may share its folder.", hashed=False, recorded=False)
     deterministic: bool = option(False, "Enable TensorFlow op determinism: identical results on reruns and resumptions.", hashed=False)
     strategy: str = option(
         "auto", "tf.distribute strategy: auto (mirrored over several GPUs, one_device on one GPU, default on CPU), "

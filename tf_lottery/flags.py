@@ -90,6 +90,8 @@ def flagfile_lines(config: config_lib.ExperimentConfig) -> List[str]:
     lines = []
     for section, field in _fields():
         value = getattr(getattr(config, section), field.name)
+        if not field.metadata["recorded"]:
+            continue
         if value is None or (isinstance(value, tuple) and not value):
             continue  # absent means default; absl cannot spell None or an empty list
         if field.name == "experiment_name" and not value:

@@ -196,5 +196,7 @@ def test_replicates_run_separately_fill_one_experiment(make_config):
     rows = runner.run_experiment(config)
     assert [(r["replicate"], r["level"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert os.stat(paths.run(1, 1, "imp").result).st_mtime_ns == stamp, "replicate 1 was trained twice"
+    runner.run_experiment(make_config(replicates=2, replicate=0, levels=1))
+    assert "--replicate=" not in open(paths.flags).read(), "flags.cfg replays the whole experiment"
     with pytest.raises(runner.ConfigError, match="--replicate"):
         make_config(replicates=2, replicate=2)
