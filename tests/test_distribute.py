@@ -26,7 +26,7 @@ from tf_lottery.data.datasets import DatasetInfo
 # Tiny but real: MNIST, a 784-16-10 MLP, two levels (the second pruned), checkpoints mid-run.
 EXPERIMENT = dict(
     dataset="mnist", model="mlp", hidden_units=(16,), levels=1, iterations=40, batch_size=60,
-    eval_every=20, checkpoint_every=20, eval_batch_size=2500, prune_rate=0.5, progress=False,
+    eval_every=20, checkpoint_every=20, eval_batch_size=5000, prune_rate=0.5, progress=False,
     experiment_name="distributed",
 )
 RESULT_EXACT = ("replicate", "level", "variant", "density", "remaining_weights", "total_weights",

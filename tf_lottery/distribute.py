@@ -5,9 +5,9 @@ a TPU; nothing else changes. `--batch_size` stays the global batch, so results
 match the single-device run up to the order of floating-point reductions.
 
 Call order matters: `configure_devices` must run before anything initialises
-TensorFlow's devices (building a model, reading a dataset), and
-`make_strategy('multi_worker')` must come before any other TensorFlow op, because
-collective ops are configured at program start-up.
+TensorFlow's devices (building a model, reading a dataset, listing devices). It
+also makes the multi_worker strategy, whose collective ops can only be configured
+at program start-up.
 """
 
 import contextlib
@@ -23,8 +23,21 @@ from tf_lottery.config import ConfigError
 
 
 def configure_devices(run_config):
-    """Applies --num_cpu_devices; call before TensorFlow initialises its devices."""
+    """Everything TensorFlow fixes when it initialises: call before anything touches devices.
+
+    Applies --num_cpu_devices and, for --strategy=multi_worker, makes the strategy
+    now, since its collective ops can only be configured at start-up;
+    `make_strategy` then returns that one.
+
+    Raises:
+      ConfigError: a device split or cluster that cannot be set up.
+    """
     split_cpu(run_config.num_cpu_devices)
+    if run_config.strategy == "multi_worker" and not run_config.dry_run and "multi_worker" not in _MADE_AT_START_UP:
+        _MADE_AT_START_UP["multi_worker"] = _multi_worker_strategy()
+
+
+_MADE_AT_START_UP = {}
 
 
 def split_cpu(count: int):
@@ -65,7 +78,7 @@ def make_strategy(run_config) -> tf.distribute.Strategy:
     # Before anything lists devices: listing them initialises TensorFlow, and then
     # collective ops (multi_worker) can no longer be configured.
     if name == "multi_worker":
-        return _multi_worker_strategy()
+        return _MADE_AT_START_UP.get("multi_worker") or _multi_worker_strategy()
     if name == "tpu":
         return _tpu_strategy(run_config.tpu)
     gpus = tf.config.list_logical_devices("GPU")

@@ -48,12 +48,16 @@ def main(argv):
     from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
 
     def set_up_devices(_):
-        # Logical devices (--num_cpu_devices) are fixed once TensorFlow initialises them.
+        # Logical devices (--num_cpu_devices) and multi-worker collectives are fixed
+        # once TensorFlow initialises its devices.
         from tf_lottery import distribute  # pylint: disable=import-outside-toplevel
 
         distribute.configure_devices(config.run)
 
-    tf = quiet.start_tensorflow(before_devices=set_up_devices)
+    try:
+        tf = quiet.start_tensorflow(before_devices=set_up_devices)
+    except ConfigError as error:  # a bad TF_CONFIG, say
+        _fail(USAGE_ERROR, str(error).splitlines()[0])
 
     from tf_lottery import distribute, registry  # pylint: disable=import-outside-toplevel
     from tf_lottery.data import DataError  # pylint: disable=import-outside-toplevel
