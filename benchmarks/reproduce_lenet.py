@@ -24,8 +24,10 @@ import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -88,10 +90,12 @@ def run_training(args, experiment_dir: str) -> int:
         f"--output_dir={args.output_dir}",
         f"--experiment_name={EXPERIMENT_NAME}",
         "--nodownload",  # the prepared MNIST must be used; there is no network to fall back on
-    ] + ([f"--data_dir={args.data_dir}"] if args.data_dir else []) + args.extra_flags
+    ] + ([f"--data_dir={args.data_dir}"] if args.data_dir else []) \
+      + ([f"--replicate={args.replicate}"] if args.replicate >= 0 else []) + args.extra_flags
     sessions = read_sessions(experiment_dir)
     session = {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_epoch": round(time.time(), 1),
         "command": " ".join(command),
         "machine": machine_description(),
         "wall_seconds": 0.0,
@@ -118,6 +122,17 @@ def run_training(args, experiment_dir: str) -> int:
     return code
 
 
+def wall_seconds(sessions: list) -> float:
+    """Seconds during which at least one session ran: parallel sessions count once."""
+    starts = [s.get("started_epoch") or datetime.datetime.fromisoformat(s["started"]).timestamp() for s in sessions]
+    intervals = sorted((start, start + s.get("wall_seconds", 0.0)) for start, s in zip(starts, sessions))
+    total, end = 0.0, -math.inf
+    for start, stop in intervals:
+        total += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return total
+
+
 def count_rows(results_path: str):
     """(finished runs, replicates seen, deepest level with all its variants) from results.csv."""
     if not os.path.exists(results_path):
@@ -134,7 +149,7 @@ def write_run_notes(args, experiment_dir: str, report_dir: str):
     results = os.path.join(experiment_dir, "results.csv")
     runs, replicates, deepest = count_rows(results)
     planned = args.replicates * (1 + 3 * args.levels)
-    wall = sum(s.get("wall_seconds", 0.0) for s in sessions)
+    wall = wall_seconds(sessions)
     machine = sessions[-1]["machine"] if sessions else machine_description()
     with open(results, newline="") if os.path.exists(results) else open(os.devnull) as f:
         train_seconds = sum(float(r["train_seconds"]) for r in csv.DictReader(f)) if os.path.exists(results) else 0.0
@@ -157,7 +172,9 @@ def write_run_notes(args, experiment_dir: str, report_dir: str):
         "",
     ]
     for s in sessions:
+        which = re.search(r"--replicate=(\d+)", s["command"])
         lines.append(f"- {s['started']}: {s['wall_seconds'] / 60:.1f} min, "
+                     f"{'replicate ' + which.group(1) if which else 'all replicates'}, "
                      f"{'finished' if s.get('finished') else 'not finished (running or interrupted)'}")
     lines += ["", "See report.md for the results table and figures, and benchmarks/README.md (Reproduction) "
               "for how these numbers compare with the paper.", ""]
@@ -182,6 +199,8 @@ def main():
     parser.add_argument("--output_dir", default="/work/runs", help="Where the experiment folder is written (outside the repository).")
     parser.add_argument("--levels", type=int, default=12, help="Pruning levels (12 reaches about 7%% of the weights).")
     parser.add_argument("--replicates", type=int, default=2)
+    parser.add_argument("--replicate", type=int, default=-1,
+                        help="Run only this replicate (-1: all); start one process per replicate to run them side by side.")
     parser.add_argument("--data_dir", default=os.environ.get("TFDS_DATA_DIR"), help="Prepared TFDS directory holding mnist.")
     parser.add_argument("--report_dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--report_only", action="store_true", help="Only rebuild the report from the finished runs.")
