@@ -1,0 +1,65 @@
+"""Exports a finished run: dense SavedModel, sparse SavedModel, TFLite and the untrained ticket.
+
+    python -m tf_lottery.export --experiment_dir=runs/lenet300_100-mnist-1234abcd \
+        --level=best --variant=imp --replicate=0 \
+        --format=saved_model,sparse_saved_model,tflite,ticket --output=exports/lenet
+
+Writes under --output: saved_model/, sparse_saved_model/, model.tflite, ticket.npz
+and export.json (what was written, sizes and the output checks). `best_level` is
+the rule that picks the "best" ticket; the reports use it too.
+
+Importing this package loads no TensorFlow; `export()` does.
+"""
+
+from tf_lottery.export.selection import DEFAULT_TOLERANCE, best_level, level_means  # noqa: F401
+
+FORMATS = ("saved_model", "sparse_saved_model", "tflite", "ticket")
+FILE_NAMES = {"saved_model": "saved_model", "sparse_saved_model": "sparse_saved_model",
+              "tflite": "model.tflite", "ticket": "ticket.npz"}
+SUMMARY_FILE = "export.json"
+
+
+def __getattr__(name):
+    # ExportError lives beside the TensorFlow-importing code; fetched lazily to keep this import light.
+    if name in ("ExportError", "ExportCheckError"):
+        from tf_lottery.export import source  # pylint: disable=import-outside-toplevel
+
+        return getattr(source, name)
+    raise AttributeError(name)
+
+
+def default_output(experiment_dir: str, replicate: int, level: int, variant: str) -> str:
+    import os  # pylint: disable=import-outside-toplevel
+
+    return os.path.join(experiment_dir, "export", f"replicate_{replicate}", f"level_{level:02d}", variant)
+
+
+def export(experiment_dir: str, level="best", variant: str = "imp", replicate: int = 0, formats=FORMATS,
+           output: str = None, quantize: str = "none", tolerance: float = DEFAULT_TOLERANCE,
+           check_examples: int = 256, representative_examples: int = 256):
+    """Exports one finished run in the given formats; returns the summary written to export.json.
+
+    Args:
+      experiment_dir: an experiment folder written by tf_lottery.main.
+      level: a level number, 'best' (best_level with `tolerance`) or 'final' (last finished).
+      variant: imp, reinit or random_prune.
+      replicate: replicate number.
+      formats: any of FORMATS.
+      output: folder to write into (default: <experiment_dir>/export/replicate_R/level_LL/VARIANT).
+      quantize: TFLite quantisation: none, dynamic or int8 (int8 reads the dataset).
+      tolerance: accuracy tolerance of level='best'.
+      check_examples: random uint8 images every export's outputs are checked on.
+      representative_examples: training images that calibrate int8 quantisation.
+
+    Raises:
+      ExportError: with a one-line message, for anything that cannot be exported.
+    """
+    from tf_lottery.export import exporter  # pylint: disable=import-outside-toplevel
+
+    return exporter.export(experiment_dir, level, variant, replicate, formats, output, quantize, tolerance,
+                         check_examples, representative_examples)
+
+
+def export_final(experiment_dir: str, replicates: int = 1, formats=FORMATS):
+    """Exports the last finished imp level of every replicate (main.py's --export_final)."""
+    return [export(experiment_dir, level="final", variant="imp", replicate=r, formats=formats) for r in range(replicates)]

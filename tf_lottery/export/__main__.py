@@ -1,0 +1,94 @@
+"""Command line of tf_lottery.export (see the package docstring).
+
+    python -m tf_lottery.export --experiment_dir=DIR --level=best --variant=imp --replicate=0 \
+        --format=saved_model,sparse_saved_model,tflite,ticket --output=PATH
+
+A missing experiment, level, variant or replicate, or a bad flag, stops with one
+line and exit code 2 before anything is written; an export whose outputs fail
+their check stops with one line and exit code 1.
+"""
+
+import sys
+
+from absl import flags
+
+from tf_lottery.export import DEFAULT_TOLERANCE, FORMATS
+
+USAGE_ERROR, CHECK_ERROR = 2, 1
+
+
+def define_flags(flag_values: flags.FlagValues):
+    flags.DEFINE_string("experiment_dir", None, "Experiment folder written by tf_lottery.main.", flag_values=flag_values)
+    flags.DEFINE_string("level", "best", "Level number, 'final' (the last finished level) or 'best' (the sparsest "
+                        "level whose early-stop test accuracy is within --tolerance of level 0's).", flag_values=flag_values)
+    flags.DEFINE_float("tolerance", DEFAULT_TOLERANCE, "Accuracy a level may lose against level 0 and still be "
+                       "'best' (absolute, 0.005 = half a percentage point).", flag_values=flag_values)
+    flags.DEFINE_enum("variant", "imp", ("imp", "reinit", "random_prune"), "Variant to export.", flag_values=flag_values)
+    flags.DEFINE_integer("replicate", 0, "Replicate to export.", flag_values=flag_values)
+    flags.DEFINE_list("format", list(FORMATS), f"Formats to write: {', '.join(FORMATS)}.", flag_values=flag_values)
+    flags.DEFINE_string("output", "", "Output folder (default: <experiment_dir>/export/replicate_R/level_LL/VARIANT).",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("quantize", "none", ("none", "dynamic", "int8"), "TFLite quantisation: none (float32), dynamic "
+                      "(int8 weights) or int8 (full integer, calibrated on training images).", flag_values=flag_values)
+    flags.DEFINE_integer("check_examples", 256, "Random images every export's outputs are checked on.", flag_values=flag_values)
+    flags.DEFINE_integer("representative_examples", 256, "Training images that calibrate --quantize=int8.",
+                         flag_values=flag_values)
+
+
+def _fail(code: int, message: str) -> int:
+    sys.stderr.write(f"tf_lottery.export: error: {message}\n")
+    return code
+
+
+def _describe(name: str, entry: dict) -> str:
+    line = f"{name:<20}{entry['path']}  {entry['bytes']:,} bytes"
+    if "max_abs_diff" in entry:
+        line += f"  max |difference| {entry['max_abs_diff']:.2g}"
+    if "top1_agreement" in entry:
+        line += f"  top-1 agreement {entry['top1_agreement']:.2%} on {entry['test_examples']} test images"
+    if entry.get("delegate") == "none":
+        line += "  (XNNPACK refuses it: run with BUILTIN_WITHOUT_DEFAULT_DELEGATES)"
+    if "initial_weights" in entry:
+        line += f"  ({entry['initial_weights']})"
+    return line
+
+
+def main(argv=None) -> int:
+    """Parses `argv` (sys.argv by default), exports, prints one line per format; returns the exit code."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    argv = sys.argv if argv is None else argv
+    try:
+        extra = flag_values(argv)
+    except flags.Error as error:
+        return _fail(USAGE_ERROR, str(error).splitlines()[0])
+    if len(extra) > 1:
+        return _fail(USAGE_ERROR, f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
+    if not flag_values.experiment_dir:
+        return _fail(USAGE_ERROR, "--experiment_dir is required")
+    from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
+
+    quiet.start_tensorflow()
+    from tf_lottery import export  # pylint: disable=import-outside-toplevel
+    from tf_lottery.export.source import ExportCheckError, ExportError  # pylint: disable=import-outside-toplevel
+
+    try:
+        summary = export.export(
+            flag_values.experiment_dir, level=flag_values.level, variant=flag_values.variant,
+            replicate=flag_values.replicate, formats=flag_values.format, output=flag_values.output or None,
+            quantize=flag_values.quantize, tolerance=flag_values.tolerance,
+            check_examples=flag_values.check_examples, representative_examples=flag_values.representative_examples,
+        )
+    except ExportCheckError as error:
+        return _fail(CHECK_ERROR, str(error).splitlines()[0])
+    except ExportError as error:
+        return _fail(USAGE_ERROR, str(error).splitlines()[0])
+    for name, entry in summary["formats"].items():
+        print(_describe(name, entry))
+    print(f"exported level {summary['level']} (density {summary['density']:.2%}) of {summary['variant']} "
+          f"replicate {summary['replicate']}: {summary['output']}/{export.SUMMARY_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

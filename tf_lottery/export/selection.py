@@ -1,0 +1,79 @@
+"""Which level of an experiment to export: the "best" ticket rule, shared with the reports.
+
+Pure Python on results.csv rows, so report code can use it without TensorFlow.
+"""
+
+import math
+from typing import Iterable, Mapping, Optional
+
+# Half a percentage point: about the spread of MNIST/CIFAR-10 test accuracy
+# between reruns, so a level inside it is not measurably worse than level 0.
+DEFAULT_TOLERANCE = 0.005
+METRIC = "early_stop_test_accuracy"
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def level_means(rows: Iterable[Mapping], variant: str, replicate: Optional[int] = None):
+    """{level: (mean density, mean early-stop test accuracy)} over the rows of `variant`.
+
+    Rows with no finite accuracy are left out; several replicates are averaged.
+    """
+    sums = {}
+    for row in rows:
+        if row["variant"] != variant or (replicate is not None and int(row["replicate"]) != replicate):
+            continue
+        accuracy, density = _number(row.get(METRIC)), _number(row.get("density"))
+        if not (math.isfinite(accuracy) and math.isfinite(density)):
+            continue
+        total = sums.setdefault(int(row["level"]), [0.0, 0.0, 0])
+        total[0] += density
+        total[1] += accuracy
+        total[2] += 1
+    return {level: (d / n, a / n) for level, (d, a, n) in sums.items()}
+
+
+def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, variant: str = "imp",
+               replicate: Optional[int] = None) -> int:
+    """The sparsest level whose early-stop test accuracy is within `tolerance` of level 0.
+
+    The rule: average each level's early-stop test accuracy (and density) over the
+    given rows of `variant` (every replicate, or only `replicate`); keep the levels
+    whose mean accuracy is at least level 0's mean accuracy minus `tolerance`
+    (an absolute difference in accuracy, 0.005 = half a percentage point); return
+    the one of lowest mean density, the higher level on a tie. Level 0 is the dense
+    `imp` run whatever `variant` is, since controls start at level 1; for `imp`
+    level 0 itself always qualifies.
+
+    Args:
+      rows: results.csv rows (strings, as csv.DictReader gives them) or result.json dicts.
+      tolerance: accuracy a level may lose against level 0 and still count.
+      variant: the variant whose levels are candidates.
+      replicate: only this replicate's rows; None averages every replicate.
+
+    Returns:
+      The level number.
+
+    Raises:
+      ValueError: no finished level 0, or no level of `variant` within tolerance.
+    """
+    if tolerance < 0:
+        raise ValueError(f"--tolerance: must be >= 0, got {tolerance}")
+    rows = list(rows)
+    baseline = level_means(rows, "imp", replicate).get(0)
+    if baseline is None:
+        raise ValueError("no finished level 0 (the dense imp run) to compare levels with")
+    candidates = {
+        level: density for level, (density, accuracy) in level_means(rows, variant, replicate).items()
+        if accuracy >= baseline[1] - tolerance
+    }
+    if not candidates:
+        raise ValueError(
+            f"no {variant} level reaches level 0's early-stop test accuracy {baseline[1]:.4f} within {tolerance}"
+        )
+    return min(candidates, key=lambda level: (candidates[level], -level))
