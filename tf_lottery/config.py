@@ -145,6 +145,7 @@ class RunConfig:
                                   choices=("float32", "mixed_float16", "mixed_bfloat16"))
     progress: bool = option(True, "Show a progress bar per level (plain lines when not on a terminal).", hashed=False)
     dry_run: bool = option(False, "Validate, build the model and print the pruning schedule; train nothing, read no data.", hashed=False)
+    export_final: bool = option(False, "When the run finishes, export each replicate's last imp level (dense and sparse SavedModel, TFLite, ticket) to <experiment>/export/.", hashed=False)
 
     def validate(self):
         _require(bool(self.output_dir), "output_dir", "must not be empty")

@@ -88,6 +88,14 @@ def main(argv):
     except KeyboardInterrupt:
         _fail(RUN_ERROR, "interrupted; run the same command again to resume")
     print(f"results: {experiment.paths.results}")
+    if config.run.export_final and distribute.is_chief(experiment.strategy):
+        from tf_lottery import export  # pylint: disable=import-outside-toplevel
+
+        try:
+            for summary in export.export_final(experiment.paths.root, config.run.replicates):
+                print(f"export: {summary['output']}")
+        except export.ExportError as error:
+            _fail(RUN_ERROR, str(error).splitlines()[0])
     return 0
 
 
