@@ -8,6 +8,12 @@ layerwise pruning 20% / output 10%) with the reinit and random_prune controls,
 then builds the report into benchmarks/results/lenet300_mnist/ together with
 results.csv and RUN.md (date, machine, wall time, how much finished).
 
+The replicates can train side by side, one process each (the engine locks each
+run, so processes sharing the experiment never train one run twice):
+
+    python benchmarks/reproduce_lenet.py --replicate=0 &
+    python benchmarks/reproduce_lenet.py --replicate=1 &
+
 Resumable: run the same command again and finished runs are skipped (the engine
 checks each run's result.json). Every invocation appends its wall time to
 <experiment>/reproduction_sessions.json, so RUN.md reports the total across
@@ -23,6 +29,7 @@ Time: about 110 s a run on an idle 2-core CPU; 3 runs a level after level 0, so
 import argparse
 import csv
 import datetime
+import glob
 import json
 import math
 import os
@@ -153,6 +160,9 @@ def write_run_notes(args, experiment_dir: str, report_dir: str):
     machine = sessions[-1]["machine"] if sessions else machine_description()
     with open(results, newline="") if os.path.exists(results) else open(os.devnull) as f:
         train_seconds = sum(float(r["train_seconds"]) for r in csv.DictReader(f)) if os.path.exists(results) else 0.0
+    finished_at = [os.path.getmtime(p) for p in glob.glob(os.path.join(experiment_dir, "replicate_*", "level_*", "*", "result.json"))]
+    first_start = min((datetime.datetime.fromisoformat(s["started"]).timestamp() for s in sessions), default=None)
+    elapsed = (max(finished_at) - first_start) / 3600 if finished_at and first_start else 0.0
     state = "complete" if runs >= planned else "PARTIAL (still running or interrupted when this was recorded)"
     lines = [
         "# LeNet-300-100 on MNIST: reproduction record",
@@ -164,7 +174,8 @@ def write_run_notes(args, experiment_dir: str, report_dir: str):
         f"({machine['platform']}, Python {machine['python']}); shared with other jobs, so times are pessimistic",
         f"- Wall time so far: {wall / 3600:.2f} h over {len(sessions)} session(s); "
         f"training time in finished runs: {train_seconds / 3600:.2f} h "
-        f"({train_seconds / max(runs, 1):.0f} s a run)",
+        f"({train_seconds / max(runs, 1):.0f} s a run); from the first start to the last finished run: "
+        f"{elapsed:.2f} h (counts every process that trained this experiment)",
         f"- State: {state}: {runs} of {planned} planned runs finished, "
         f"{replicates} replicate(s) started, deepest level reached {deepest} of {args.levels}",
         "",
