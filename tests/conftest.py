@@ -56,13 +56,13 @@ def small_flags(output_dir, **overrides):
 
 @pytest.fixture(scope="session")
 def pruned_experiment(tmp_path_factory):
-    """A finished 4-level experiment (hidden layer down to 0.8% density) with the reinit control.
+    """A finished 4-level experiment: levels 0-3, the hidden layer down to 0.8% density.
 
     Shared by the export and ticket tests; treat it as read-only.
     """
     from tf_lottery.lottery import runner  # pylint: disable=import-outside-toplevel
 
     config = small_config(tmp_path_factory.mktemp("pruned"), hidden_units=(32,), prune_rate=0.8, levels=3,
-                          controls=("reinit",), experiment_name="pruned")
+                          experiment_name="pruned")
     runner.run_experiment(config)
     return runner.ExperimentPaths.of(config.run.output_dir, config.experiment_name).root

@@ -1,0 +1,126 @@
+"""The untrained ticket: one file that rebuilds the masked model, ready to train."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import tf_lottery
+from tf_lottery import export, ticket as ticket_lib
+from tf_lottery.export.source import Experiment, ExportError, initial_weights
+from tf_lottery.pruning import constraint, masks as masks_lib
+from tf_lottery.training import checkpoints
+
+LEVEL = 2
+
+
+@pytest.fixture(scope="module")
+def ticket_path(pruned_experiment, tmp_path_factory):
+    output = tmp_path_factory.mktemp("ticket")
+    export.export(pruned_experiment, level=LEVEL, formats=["ticket"], output=str(output))
+    return str(output / "ticket.npz")
+
+
+def _theta0_and_mask(experiment_dir, level=LEVEL):
+    paths = Experiment.open(experiment_dir).paths
+    return checkpoints.read_weights(paths.theta_init(0)), masks_lib.load(paths.run(0, level, "imp").mask)
+
+
+def test_ticket_file_holds_the_survivors_at_theta0_masks_and_what_made_them(pruned_experiment, ticket_path):
+    theta0, mask = _theta0_and_mask(pruned_experiment)
+    ticket = ticket_lib.read_ticket(ticket_path)
+    header = ticket.header
+    assert (header["model"], header["input_shape"], header["num_classes"]) == ("mlp", [28, 28, 1], 10)
+    assert header["model_options"] == {"hidden_units": [32]}
+    assert (header["level"], header["variant"], header["initial_weights"]) == (LEVEL, "imp", "theta_0")
+    assert "--prune_rate=0.8" in header["flags"]
+    assert set(ticket.masks) == set(mask)
+    for name in mask:
+        np.testing.assert_array_equal(ticket.masks[name], mask[name])
+    assert ticket.density == pytest.approx(masks_lib.density(mask))
+    # Weights in model order: fc1 kernel, fc1 bias, output kernel, output bias.
+    np.testing.assert_array_equal(ticket.weights[0], theta0[0] * mask["fc1"])
+    np.testing.assert_array_equal(ticket.weights[1], theta0[1])
+    np.testing.assert_array_equal(ticket.weights[2], theta0[2] * mask["output"])
+
+
+def test_load_ticket_rebuilds_the_masked_model(pruned_experiment, ticket_path):
+    theta0, mask = _theta0_and_mask(pruned_experiment)
+    model = tf_lottery.load_ticket(ticket_path)
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1"])
+    np.testing.assert_array_equal(model.get_layer("output").kernel_constraint.mask.numpy(), mask["output"])
+    np.testing.assert_array_equal(model.get_layer("output").bias.numpy(), theta0[3])
+
+
+def _train(model, classes, steps=20):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(steps * 16, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, classes, size=steps * 16)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = {v.name: v.numpy() for v in constraint.model_weights(model)}
+    history = model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    return before
+
+
+def test_a_loaded_ticket_trains_and_keeps_its_mask(ticket_path):
+    model = tf_lottery.load_ticket(ticket_path)
+    masks = masks_lib.get_masks(model)
+    before = _train(model, 10)
+    for layer in constraint.prunable_layers(model):
+        kernel = layer.kernel.numpy()
+        assert np.all(kernel[masks[layer.name] == 0] == 0.0), layer.name
+        alive = masks[layer.name] > 0
+        assert np.any(kernel[alive] != before[layer.kernel.name][alive]), "survivors train"
+    np.testing.assert_array_equal(masks_lib.get_masks(model)["fc1"], masks["fc1"])
+
+
+def test_a_new_output_layer_for_another_class_count(pruned_experiment, ticket_path):
+    theta0, mask = _theta0_and_mask(pruned_experiment)
+    model = tf_lottery.load_ticket(ticket_path, num_classes=3, seed=1)
+    output = model.get_layer("output")
+    assert model.output_shape == (None, 3) and tuple(output.kernel.shape) == (32, 3)
+    assert np.all(output.kernel_constraint.mask.numpy() == 1.0)  # the new head is dense
+    assert np.count_nonzero(output.kernel.numpy()) == 32 * 3
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1"])
+    _train(model, 3)
+    assert np.all(model.get_layer("fc1").kernel.numpy()[mask["fc1"] == 0] == 0.0)
+
+
+def test_a_rewound_experiment_exports_theta_k(pruned_experiment, tmp_path):
+    # A copy of the experiment that says it rewound to iteration 20, with a θk file to prove which is read.
+    copy = str(tmp_path / "rewound")
+    shutil.copytree(pruned_experiment, copy)
+    with open(os.path.join(copy, "config.json")) as f:
+        config = json.load(f)
+    config["config"]["rewind_iteration"] = 20
+    with open(os.path.join(copy, "config.json"), "w") as f:
+        json.dump(config, f)
+    paths = Experiment.open(copy).paths
+    shutil.copy(paths.run(0, 0, "imp").final_weights, paths.theta_rewind(0))
+    theta_k = checkpoints.read_weights(paths.theta_rewind(0))
+    _, mask = _theta0_and_mask(copy, level=1)
+    summary = export.export(copy, level=1, formats="ticket", output=str(tmp_path / "out"))
+    assert summary["formats"]["ticket"]["initial_weights"] == "theta_rewind"
+    ticket = ticket_lib.read_ticket(summary["formats"]["ticket"]["path"])
+    assert ticket.header["rewind_iteration"] == 20
+    np.testing.assert_array_equal(ticket.weights[0], theta_k[0] * mask["fc1"])
+    # Level 0 was trained from θ0 even in a rewound experiment.
+    values, _, source = initial_weights(Experiment.open(copy), 0, 0, "imp")
+    assert source == "theta_0"
+
+
+def test_bad_tickets_give_one_line_errors(pruned_experiment, ticket_path, tmp_path):
+    with pytest.raises(ticket_lib.TicketError, match="no ticket file"):
+        tf_lottery.load_ticket(str(tmp_path / "missing.npz"))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ticket_lib.TicketError, match="not a tf_lottery ticket"):
+        tf_lottery.load_ticket(str(tmp_path / "junk.npz"))
+    with pytest.raises(ticket_lib.TicketError, match="num_classes"):
+        ticket_lib.load_ticket(ticket_path, num_classes=0)
+    with pytest.raises(ExportError, match="reinit control"):
+        initial_weights(Experiment.open(pruned_experiment), 0, 1, "reinit")
