@@ -5,7 +5,6 @@ written once and atomically, so running the same experiment again resumes it:
 finished runs are skipped, an interrupted run continues from its last checkpoint.
 """
 
-import csv
 import dataclasses
 import os
 import shutil
@@ -22,17 +21,12 @@ from tf_lottery.data import augment as augment_lib
 from tf_lottery.data import pipeline
 from tf_lottery.lottery import plan as plan_lib
 from tf_lottery.lottery.paths import ExperimentPaths, RunPaths
+from tf_lottery.lottery.results import RESULT_COLUMNS, read_results, result_rows, write_results  # noqa: F401
 from tf_lottery.pruning import constraint, masks as masks_lib, strategies
 from tf_lottery.training import checkpoints, progress, summaries
 from tf_lottery.training.loop import Trainer
-from tf_lottery.utils import atomic_path, derive_seed, exclusive_lock, read_json, write_json, write_text
+from tf_lottery.utils import derive_seed, exclusive_lock, read_json, write_json, write_text
 
-RESULT_COLUMNS = (
-    "replicate", "level", "variant", "density", "remaining_weights", "total_weights",
-    "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
-    "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
-    "train_seconds",
-)
 MAX_STEPS_PER_CALL = 500  # bounds the time between progress updates
 
 
@@ -52,29 +46,6 @@ def check_compatible(paths: ExperimentPaths, config: ExperimentConfig):
             f"--experiment_name: {paths.root} holds an experiment with other settings "
             f"(differs in {', '.join('--' + k for k in differing)}); choose another --experiment_name"
         )
-
-
-def result_rows(paths: ExperimentPaths) -> List[dict]:
-    """Every finished run's result.json, in results.csv's order."""
-    rows = [read_json(p) for p in paths.result_files()]
-    rows.sort(key=lambda r: (r["replicate"], r["level"], ("imp", "reinit", "random_prune").index(r["variant"])))
-    return rows
-
-
-def write_results(paths: ExperimentPaths) -> List[dict]:
-    """Rewrites results.csv from every finished run's result.json."""
-    rows = result_rows(paths)
-    with atomic_path(paths.results) as tmp:  # a name of its own per process sharing the experiment
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, RESULT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    return rows
-
-
-def read_results(path: str) -> List[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class Experiment:
