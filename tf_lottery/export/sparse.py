@@ -68,7 +68,11 @@ class DenseKernel(tf.saved_model.experimental.TrackableResource):
         return tf.raw_ops.AssignVariableOp(resource=self.resource_handle, value=dense)
 
     def read(self):
-        return tf.raw_ops.ReadVariableOp(resource=self.resource_handle, dtype=tf.float32)
+        value = tf.raw_ops.ReadVariableOp(resource=self.resource_handle, dtype=tf.float32)
+        if not tf.executing_eagerly():
+            # A raw read has no static shape; without one tf.matmul picks the slower BatchMatMulV2.
+            value.set_shape(self._shape)
+        return value
 
 
 def encode(kernel: np.ndarray, mask: np.ndarray, encoding: str):
