@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -222,3 +223,16 @@ def test_best_level_of_the_experiment(pruned_experiment):
     level = Experiment.open(pruned_experiment).resolve_level("best", 0, "imp")
     assert level == export.best_level(rows)
     assert Experiment.open(pruned_experiment).resolve_level("final", 0, "imp") == SPARSEST
+
+
+def test_export_final_exports_the_last_level_and_leaves_the_experiment_name_alone(pruned_experiment, tmp_path):
+    from tf_lottery.config import ExperimentConfig  # pylint: disable=import-outside-toplevel
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(pruned_experiment, copy)
+    (summary,) = export.export_final(copy, replicates=1, formats=("ticket",))
+    assert summary["level"] == SPARSEST and summary["variant"] == "imp"
+    assert summary["output"] == os.path.join(copy, "export", "replicate_0", f"level_{SPARSEST:02d}", "imp")
+    assert os.path.exists(os.path.join(summary["output"], "ticket.npz"))
+    config = ExperimentConfig()
+    assert config.replace(export_final=True).experiment_name == config.experiment_name

@@ -140,8 +140,13 @@ def export_saved_model(run: TrainedRun, path: str, metadata: Dict) -> keras.Mode
             # Tracked as an attribute, the asset is copied into the SavedModel's assets/.
             model.tf_lottery_metadata = tf.saved_model.Asset(write_metadata(scratch, metadata))
             target = os.path.join(staging, "model")
-            model.save(target, save_format="tf", include_optimizer=False,
-                       signatures={SIGNATURE: serve.get_concrete_function()})
+            logger, level = tf.get_logger(), tf.get_logger().level
+            logger.setLevel("ERROR")  # saving an uncompiled model warns that its metrics are not built
+            try:
+                model.save(target, save_format="tf", include_optimizer=False,
+                           signatures={SIGNATURE: serve.get_concrete_function()})
+            finally:
+                logger.setLevel(level)
         replace_directory(target, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
