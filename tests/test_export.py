@@ -15,7 +15,7 @@ from tf_lottery import export
 from tf_lottery.data import pipeline
 from tf_lottery.export import saved_model as dense_export, sparse, tflite
 from tf_lottery.export.source import Experiment, load_run
-from tf_lottery.lottery import runner
+from tf_lottery.lottery import results
 
 SPARSEST = 3
 
@@ -219,7 +219,7 @@ def test_best_level_of_a_control_compares_with_the_dense_imp_run():
 
 
 def test_best_level_of_the_experiment(pruned_experiment):
-    rows = runner.read_results(os.path.join(pruned_experiment, "results.csv"))
+    rows = results.read_results(os.path.join(pruned_experiment, "results.csv"))
     level = Experiment.open(pruned_experiment).resolve_level("best", 0, "imp")
     assert level == export.best_level(rows)
     assert Experiment.open(pruned_experiment).resolve_level("final", 0, "imp") == SPARSEST
