@@ -16,6 +16,7 @@ from tf_lottery.data import pipeline
 from tf_lottery.export import saved_model as dense_export, sparse, tflite
 from tf_lottery.export.source import Experiment, load_run
 from tf_lottery.lottery import results
+from tf_lottery.pruning import constraint
 
 SPARSEST = 3
 
@@ -68,7 +69,7 @@ def test_dense_saved_model_serves_raw_images_like_the_training_model(sparsest):
 def test_dense_saved_model_is_plain_keras_with_the_pruned_weights_at_exact_zero(sparsest):
     summary, run = sparsest
     model = keras.models.load_model(summary["formats"]["saved_model"]["path"])
-    layers = {layer.name: layer for layer in dense_export.walk_layers(model)}
+    layers = {layer.name: layer for layer in constraint.walk_layers(model)}
     for name, mask in run.masks.items():
         kernel = layers[name].kernel.numpy()
         assert layers[name].kernel_constraint is None

@@ -28,14 +28,6 @@ INPUT_NAME = "images"
 _PLAIN_EQUIVALENTS = {SeededDropout: lambda layer: keras.layers.Dropout(layer.rate, name=layer.name)}
 
 
-def walk_layers(model) -> List[keras.layers.Layer]:
-    """Every leaf layer of a (possibly nested) functional model, in order."""
-    result = []
-    for layer in model.layers:
-        result.extend(walk_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return result
-
-
 def _plain_layer(layer):
     if isinstance(layer, keras.Model):
         return keras.models.clone_model(layer, clone_function=_plain_layer)
@@ -69,7 +61,7 @@ def folded_weights(layer) -> List[np.ndarray]:
 def plain_model(model) -> keras.Model:
     """A copy of a masked functional model with masks folded in and constraints stripped."""
     clone = keras.models.clone_model(model, clone_function=_plain_layer)
-    for layer, copy in zip(walk_layers(model), walk_layers(clone)):
+    for layer, copy in zip(constraint.walk_layers(model), constraint.walk_layers(clone)):
         if type(layer) in _PLAIN_EQUIVALENTS:
             continue  # inference-time equivalents carry no state (SeededDropout's call counter)
         copy.set_weights(folded_weights(layer))

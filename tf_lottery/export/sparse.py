@@ -26,6 +26,7 @@ from tensorflow.python.eager import context  # anonymous_name(): the only spelli
 
 from tf_lottery.export import saved_model as dense_export
 from tf_lottery.export.source import TrainedRun
+from tf_lottery.pruning import constraint
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # np.packbits' default (big-endian) bit order
 
@@ -92,7 +93,7 @@ class SparseServing(tf.Module):
         model = dense_export.serving_model(run)  # in a closure, not an attribute: its kernels must not be saved
         swapped, self.encodings = {}, {}
         self.kernel_values, self.kernel_positions, self.kernels = [], [], []
-        for layer in dense_export.walk_layers(model):
+        for layer in constraint.walk_layers(model):
             if layer.name not in run.masks:
                 continue
             mask = run.masks[layer.name]

@@ -55,11 +55,12 @@ class MaskConstraint(keras.constraints.Constraint):
         return {}
 
 
-def _walk_layers(model) -> List[keras.layers.Layer]:
+def walk_layers(model) -> List[keras.layers.Layer]:
+    """Every leaf layer of a (possibly nested) model, in model order."""
     result = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            result.extend(_walk_layers(layer))
+            result.extend(walk_layers(layer))
         else:
             result.append(layer)
     return result
@@ -68,7 +69,7 @@ def _walk_layers(model) -> List[keras.layers.Layer]:
 def prunable_layers(model) -> List[keras.layers.Layer]:
     """The layers whose kernels carry a MaskConstraint, in model order."""
     return [
-        layer for layer in _walk_layers(model)
+        layer for layer in walk_layers(model)
         if isinstance(getattr(layer, "kernel_constraint", None), MaskConstraint)
     ]
 
