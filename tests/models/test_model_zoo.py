@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import models
@@ -139,17 +140,22 @@ def test_dropout_only_in_the_dropout_variants_and_only_while_training():
     assert not np.allclose(dropout(images, training=True), dropout(images, training=True))
 
 
-def test_dropout_noise_replays_from_the_step_counter_in_the_weights():
-    """Restoring the weights (as a checkpoint or a reset does) replays the same dropout noise."""
+def test_dropout_noise_replays_from_the_step_counter_in_the_weights(tmp_path):
+    """Restoring weights, as a reset to θ0/θk or a run checkpoint does, replays the same dropout noise."""
     model = models.build("conv2_dropout", *CIFAR10, seed=0)
     images = np.ones((64, 32, 32, 3), np.float32)
     saved = [v.numpy() for v in constraint.model_weights(model)]
-    first, second = model(images, training=True).numpy(), model(images, training=True).numpy()
-    assert model.get_layer("dropout1").calls.numpy() == 2
-    for variable, value in zip(constraint.model_weights(model), saved):
+    first = model(images, training=True).numpy()
+    checkpoint = tf.train.Checkpoint(model=model)
+    path = checkpoint.write(str(tmp_path / "checkpoint"))
+    second, third = model(images, training=True).numpy(), model(images, training=True).numpy()
+    assert model.get_layer("dropout1").calls.numpy() == 3
+    checkpoint.read(path).assert_existing_objects_matched()  # a resumed run
+    np.testing.assert_array_equal(model(images, training=True).numpy(), second)
+    np.testing.assert_array_equal(model(images, training=True).numpy(), third)
+    for variable, value in zip(constraint.model_weights(model), saved):  # a reset
         variable.assign(value)
     np.testing.assert_array_equal(model(images, training=True).numpy(), first)
-    np.testing.assert_array_equal(model(images, training=True).numpy(), second)
     # About half of the units are dropped.
     layer = model.get_layer("dropout1")
     dropped = layer(np.ones((200, 256), np.float32), training=True).numpy()
