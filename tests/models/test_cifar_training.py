@@ -116,8 +116,9 @@ def _rates_at(config, iterations):
 
 def test_deep_network_schedules_warm_up_then_step_down():
     resnet = config_from_flagfile("resnet18")
-    assert (resnet.training.optimizer, resnet.training.momentum, resnet.training.weight_decay) == ("momentum", 0.9, 1e-4)
-    optimizer = schedules.make_optimizer(resnet.training, schedules.from_config(resnet.training, tf.Variable(0, dtype=tf.int64)))
+    training = resnet.training
+    assert (training.optimizer, training.momentum, training.weight_decay) == ("momentum", 0.9, 1e-4)
+    optimizer = schedules.make_optimizer(training, schedules.from_config(training, tf.Variable(0, dtype=tf.int64)))
     assert type(optimizer).__name__ == "SGD" and float(optimizer.momentum) == pytest.approx(0.9)
     np.testing.assert_allclose(_rates_at(resnet, [0, 9_999, 19_999, 20_000, 24_999, 25_000, 29_999]),
                                [0.1 / 20_000, 0.05, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
@@ -126,7 +127,8 @@ def test_deep_network_schedules_warm_up_then_step_down():
                                [0.05, 0.1, 0.1, 0.01, 0.001], rtol=1e-5)
     for name in ("resnet18_rewind", "vgg19_rewind"):
         rewind = config_from_flagfile(name)
-        assert rewind.training.warmup_iterations == 0 and 0 < rewind.pruning.rewind_iteration < 0.07 * rewind.training.iterations
+        assert rewind.training.warmup_iterations == 0
+        assert 0 < rewind.pruning.rewind_iteration < 0.07 * rewind.training.iterations  # the follow-up's range
         assert _rates_at(rewind, [0])[0] == pytest.approx(0.1)
 
 
