@@ -42,7 +42,11 @@ def run_main(*args, timeout=300, **kwargs):
 
 def small_flags(output_dir, **overrides):
     """SMALL as command-line flags."""
-    values = {**SMALL, "output_dir": str(output_dir), **overrides}
+    return as_flags({**SMALL, "output_dir": str(output_dir), **overrides})
+
+
+def as_flags(values):
+    """{field name: value} as tf_lottery.main's command-line flags."""
     args = []
     for name, value in values.items():
         if isinstance(value, bool):

@@ -18,7 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO, run_main
+from conftest import REPO, as_flags, run_main
 from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
 from tf_lottery.data.datasets import DatasetInfo
@@ -268,16 +268,7 @@ def _run_workers(tmp_path, job, flags, stop_at=None):
 
 
 def _flags(output_dir, **overrides):
-    values = {**EXPERIMENT, "output_dir": str(output_dir), "strategy": "multi_worker", **overrides}
-    args = []
-    for name, value in values.items():
-        if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no{name}")
-        elif isinstance(value, tuple):
-            args.append(f"--{name}={','.join(map(str, value))}")
-        else:
-            args.append(f"--{name}={value}")
-    return args
+    return as_flags({**EXPERIMENT, "output_dir": str(output_dir), "strategy": "multi_worker", **overrides})
 
 
 def _under(paths, root):
