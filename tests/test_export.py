@@ -202,6 +202,12 @@ def test_best_level_is_the_sparsest_within_tolerance():
     assert export.best_level(rows[:1], tolerance=0.0) == 0
 
 
+def test_best_level_stops_at_the_first_level_that_falls_behind():
+    rows = [_row(0, 0.980, 1.0), _row(1, 0.979, 0.5), _row(2, 0.960, 0.25), _row(3, 0.981, 0.12)]
+    assert export.best_level(rows, tolerance=0.005) == 1, "a lucky level after a failing one is not the ticket"
+    assert export.best_level(rows[:2] + rows[3:], tolerance=0.005) == 1, "an unfinished level ends the walk"
+
+
 def test_best_level_averages_replicates_and_skips_unfinished_numbers():
     rows = [_row(0, 0.98, 1.0), _row(0, 0.98, 1.0, replicate=1),
             _row(1, 0.99, 0.5), _row(1, 0.95, 0.5, replicate=1),  # mean 0.97: out at tolerance 0.005

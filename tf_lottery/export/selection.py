@@ -42,13 +42,15 @@ def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, va
                replicate: Optional[int] = None) -> int:
     """The sparsest level whose early-stop test accuracy is within `tolerance` of level 0.
 
-    The rule: average each level's early-stop test accuracy (and density) over the
-    given rows of `variant` (every replicate, or only `replicate`); keep the levels
-    whose mean accuracy is at least level 0's mean accuracy minus `tolerance`
-    (an absolute difference in accuracy, 0.005 = half a percentage point); return
-    the one of lowest mean density, the higher level on a tie. Level 0 is the dense
-    `imp` run whatever `variant` is, since controls start at level 1; for `imp`
-    level 0 itself always qualifies.
+    The rule: average each level's early-stop test accuracy over the given rows of
+    `variant` (every replicate, or only `replicate`); a level matches when its mean
+    is at least level 0's mean minus `tolerance` (an absolute difference, 0.005 =
+    half a percentage point). Walking from level 1 towards sparser levels, the last
+    level before the first one that does not match (or has not finished) is the
+    answer, so a lucky level after a failing one is not taken for the ticket still
+    matching. Level 0 is the dense `imp` run whatever `variant` is, since controls
+    start at level 1; for `imp` level 0 itself always qualifies. The reports use the
+    same rule for "the smallest density at which the ticket matches".
 
     Args:
       rows: results.csv rows (strings, as csv.DictReader gives them) or result.json dicts.
@@ -68,12 +70,14 @@ def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, va
     baseline = level_means(rows, "imp", replicate).get(0)
     if baseline is None:
         raise ValueError("no finished level 0 (the dense imp run) to compare levels with")
-    candidates = {
-        level: density for level, (density, accuracy) in level_means(rows, variant, replicate).items()
-        if accuracy >= baseline[1] - tolerance
-    }
-    if not candidates:
+    means = level_means(rows, variant, replicate)
+    best = 0 if variant == "imp" else None
+    for level in range(1, max(means, default=0) + 1):
+        if level not in means or means[level][1] < baseline[1] - tolerance:
+            break
+        best = level
+    if best is None:
         raise ValueError(
             f"no {variant} level reaches level 0's early-stop test accuracy {baseline[1]:.4f} within {tolerance}"
         )
-    return min(candidates, key=lambda level: (candidates[level], -level))
+    return best

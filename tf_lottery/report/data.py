@@ -14,6 +14,8 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
+from tf_lottery.export import selection
+
 VARIANTS = ("imp", "reinit", "random_prune")
 NUMERIC_COLUMNS = (
     "density", "remaining_weights", "total_weights", "final_test_accuracy", "early_stop_iteration",
@@ -225,27 +227,20 @@ def summarize(experiment: Experiment, metric: str, variant: str, from_dense: boo
     return {level: s for level, s in summaries.items() if s is not None}
 
 
-def matching_density(experiment: Experiment, variant: str = "imp", tolerance: float = 0.005,
-                     metric: str = "early_stop_test_accuracy") -> Optional[Tuple[int, float]]:
+def matching_density(experiment: Experiment, variant: str = "imp",
+                     tolerance: float = selection.DEFAULT_TOLERANCE) -> Optional[Tuple[int, float]]:
     """(level, density) of the sparsest level that still matches the dense network.
 
-    A level matches when its mean `metric` is at most `tolerance` (absolute, 0.005
-    is half a percentage point) below level 0's mean. Levels are walked from the
-    dense end and the walk stops at the first level that does not match (or that
-    has not finished), so a lucky level after a failing one is not taken for the
-    ticket still matching. None when level 0 has not finished.
+    The rule is export's "best" level (tf_lottery.export.selection.best_level): mean
+    early-stop test accuracy at most `tolerance` below level 0's, walking from the
+    dense end and stopping at the first level that falls behind. None when level 0
+    has not finished or no level of `variant` matches.
     """
-    series = summarize(experiment, metric, variant)
-    densities = level_densities(experiment)
-    if 0 not in series:
+    try:
+        level = selection.best_level(experiment.rows, tolerance, variant)
+    except ValueError:
         return None
-    dense = series[0].mean
-    found = (0, densities[0])
-    for level in range(1, max(series) + 1):
-        if level not in series or series[level].mean < dense - tolerance:
-            break
-        found = (level, densities[level])
-    return found
+    return level, level_densities(experiment)[level]
 
 
 def curves(experiment: Experiment, level: int, variant: str) -> Dict[int, Summary]:
