@@ -39,21 +39,27 @@ def read_json(path: str):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str):
-    """Holds an exclusive advisory lock on the file `path`, waiting for any other holder.
+def exclusive_lock(path: str, wait: bool = True):
+    """Holds an exclusive advisory lock on the file `path`; yields whether it is held.
 
-    Where file locks are unavailable (not POSIX), nothing is locked.
+    With `wait`, waits for any other holder (and always yields True); without, yields
+    False at once when another process holds it. Where file locks are unavailable
+    (not POSIX), nothing is locked and it yields True.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel
     except ImportError:  # pragma: no cover
-        yield
+        yield True
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

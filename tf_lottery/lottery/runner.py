@@ -168,9 +168,14 @@ class Experiment:
             return read_json(paths.result)
         if distribute.is_multi_worker(self.strategy):  # the workers train each run together
             return self._train_locked_run(paths, level, variant, run_masks, initial_weights, start)
-        # Processes sharing an experiment (--replicate) never train one run twice at once:
-        # the second waits, then finds the first one's result.
-        with exclusive_lock(os.path.join(paths.directory, "run.lock")):
+        # Processes sharing an experiment never train one run twice at once. A ticket run
+        # is waited for (the next level is pruned from it); a control another process is
+        # training is left to it, so two processes on one replicate split its controls.
+        with exclusive_lock(os.path.join(paths.directory, "run.lock"), wait=variant == "imp") as held:
+            if not held:
+                progress.announce(self.config.run.progress, f"replicate {self.replicate} level {level} {variant}: "
+                                  "another process is training it", self.stream)
+                return None
             if os.path.exists(paths.result):
                 return read_json(paths.result)
             return self._train_locked_run(paths, level, variant, run_masks, initial_weights, start)
