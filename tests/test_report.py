@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, small_config
 from tf_lottery import report as report_lib
-from tf_lottery.lottery import runner
+from tf_lottery.lottery import results, runner
 from tf_lottery.report import __main__ as report_main
 from tf_lottery.report import data, figures
 
@@ -80,7 +80,7 @@ def test_writes_every_figure_as_png_and_svg_and_a_self_contained_html(built):
     ("Early-stopping iteration", "early_stop_iteration", 1.0, 0),
 ])
 def test_tables_hold_mean_and_std_of_results_csv(built, experiments, heading, column, scale, digits):
-    rows = runner.read_results(os.path.join(experiments["two"], "results.csv"))
+    rows = results.read_results(os.path.join(experiments["two"], "results.csv"))
     with open(built["markdown"]) as f:
         table = _table(f.read(), heading)
     assert sorted(table) == [0, 1, 2]
@@ -107,7 +107,7 @@ def test_density_figure_draws_means_and_starts_controls_from_the_dense_run(exper
     axis = captured["accuracy_vs_density"].axes[0]
     lines = {line.get_label(): line for line in axis.get_lines()}
     assert set(lines) == {"imp", "reinit", "random_prune"}
-    rows = runner.read_results(os.path.join(experiments["two"], "results.csv"))
+    rows = results.read_results(os.path.join(experiments["two"], "results.csv"))
     dense, _, _ = _expected(rows, 0, "imp", "final_test_accuracy", 1.0)
     for variant, line in lines.items():
         x, y = line.get_xdata(), line.get_ydata()
@@ -137,7 +137,7 @@ def test_one_replicate_has_no_spread_and_still_draws_everything(experiments, tmp
     with open(result["markdown"]) as f:
         markdown = f.read()
     table = _table(markdown, "Final test accuracy (%)")
-    rows = runner.read_results(os.path.join(experiments["one"], "results.csv"))
+    rows = results.read_results(os.path.join(experiments["one"], "results.csv"))
     for level in (0, 1):
         assert "±" not in table[level]["imp"]
         assert table[level]["replicates"] == ("1/0/0" if level == 0 else "1/1/1")
@@ -180,9 +180,9 @@ def _make_partial(source: str, destination: str):
     stored["config"]["levels"] = 3
     with open(os.path.join(destination, "config.json"), "w") as f:
         json.dump(stored, f)
-    rows = runner.read_results(os.path.join(destination, "results.csv"))
+    rows = results.read_results(os.path.join(destination, "results.csv"))
     with open(os.path.join(destination, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, runner.RESULT_COLUMNS)
+        writer = csv.DictWriter(f, results.RESULT_COLUMNS)
         writer.writeheader()
         writer.writerows(r for r in rows if not (r["replicate"] == "1" and r["level"] == "2" and r["variant"] == "random_prune"))
 
@@ -200,7 +200,7 @@ def test_partial_experiment_shows_finished_levels_and_lists_what_is_missing(expe
     assert "in progress: replicate 1 level 2 random_prune at iteration 40 of 60" in markdown
     table = _table(markdown, "Final test accuracy (%)")
     assert table[2]["replicates"] == "2/2/1"
-    rows = runner.read_results(os.path.join(partial, "results.csv"))
+    rows = results.read_results(os.path.join(partial, "results.csv"))
     only = next(float(r["final_test_accuracy"]) for r in rows
                 if r["level"] == "2" and r["variant"] == "random_prune")
     assert _cell_numbers(table[2]["random_prune"]) == [pytest.approx(only * 100, abs=0.006)]

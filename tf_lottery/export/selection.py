@@ -12,7 +12,8 @@ DEFAULT_TOLERANCE = 0.005
 METRIC = "early_stop_test_accuracy"
 
 
-def _number(value) -> float:
+def number(value) -> float:
+    """A results.csv cell as a float; NaN for an empty or unparsable cell."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -28,7 +29,7 @@ def level_means(rows: Iterable[Mapping], variant: str, replicate: Optional[int] 
     for row in rows:
         if row["variant"] != variant or (replicate is not None and int(row["replicate"]) != replicate):
             continue
-        accuracy, density = _number(row.get(METRIC)), _number(row.get("density"))
+        accuracy, density = number(row.get(METRIC)), number(row.get("density"))
         if not (math.isfinite(accuracy) and math.isfinite(density)):
             continue
         total = sums.setdefault(int(row["level"]), [0.0, 0.0, 0])

@@ -21,7 +21,7 @@ from tf_lottery.data import augment as augment_lib
 from tf_lottery.data import pipeline
 from tf_lottery.lottery import plan as plan_lib
 from tf_lottery.lottery.paths import ExperimentPaths, RunPaths
-from tf_lottery.lottery.results import RESULT_COLUMNS, read_results, result_rows, write_results  # noqa: F401
+from tf_lottery.lottery.results import result_rows, write_results
 from tf_lottery.pruning import constraint, masks as masks_lib, strategies
 from tf_lottery.training import checkpoints, progress, summaries
 from tf_lottery.training.loop import Trainer

@@ -109,13 +109,6 @@ class Experiment:
         return missing
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def read_rows(path: str) -> List[Dict]:
     """results.csv as dicts with ints for replicate/level and floats for the metrics."""
     if not os.path.exists(path):
@@ -126,7 +119,7 @@ def read_rows(path: str) -> List[Dict]:
         row["replicate"], row["level"] = int(row["replicate"]), int(row["level"])
         for column in NUMERIC_COLUMNS:
             if column in row:
-                row[column] = _number(row[column])
+                row[column] = selection.number(row[column])
     return rows
 
 
@@ -138,7 +131,7 @@ def read_curve(path: str, split: str = "test", metric: str = "accuracy") -> Dict
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             if row["split"] == split and row["metric"] == metric:
-                curve[int(row["iteration"])] = _number(row["value"])
+                curve[int(row["iteration"])] = selection.number(row["value"])
     return curve
 
 
