@@ -13,11 +13,13 @@ import hashlib
 import json
 from typing import Any, Dict, Optional, Tuple
 
+from tf_lottery.errors import UsageError
+
 VARIANTS = ("imp", "reinit", "random_prune")
 CONTROLS = VARIANTS[1:]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A flag value that cannot be run; the message names the flag."""
 
 
