@@ -13,7 +13,8 @@ import hashlib
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from tf_lottery.errors import UsageError
+from tf_lottery.errors import INT64_MAX, UsageError
+from tf_lottery.utils import derive_seed
 
 VARIANTS = ("imp", "reinit", "random_prune")
 CONTROLS = VARIANTS[1:]
@@ -49,12 +50,15 @@ class DataConfig:
     batch_size: int = option(60, "Global training batch size.")
     eval_batch_size: int = option(1000, "Batch size for validation and test evaluation.", hashed=False)
     augment: str = option("auto", "Training augmentation: auto (the model's default), on or off.", choices=("auto", "on", "off"))
+    data_seed: int = option(-1, "Seed of the training data order (and augmentation); replicate r uses data_seed + r. "
+                            "-1: derived from --seed, so runs from the same weights differ in their SGD noise only when it is set.")
 
     def validate(self):
         _require(bool(self.dataset), "dataset", "must name a tensorflow-datasets dataset")
         _require(self.validation_size >= 0, "validation_size", f"must be >= 0, got {self.validation_size}")
         _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         _require(self.eval_batch_size > 0, "eval_batch_size", f"must be > 0, got {self.eval_batch_size}")
+        _require(self.data_seed >= -1, "data_seed", f"must be >= 0, or -1 to derive it from --seed, got {self.data_seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +165,36 @@ class RunConfig:
         _require(not self.tpu or self.strategy == "tpu", "tpu", "applies only to --strategy=tpu")
 
 
+def check_int64(options):
+    """Refuses integers TensorFlow's int64 counters cannot hold (an iteration count of 1e20 never ends)."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, int) and not isinstance(item, bool):
+                _require(-INT64_MAX <= item <= INT64_MAX, f.name, f"{item} does not fit the int64 step counter (at most {INT64_MAX})")
+
+
+def canonical(value):
+    """A field value as JSON gives it back (tuples as lists), so stored and current values compare equal."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def stored_differences(kinds, current: Dict[str, Any], stored: Dict[str, Any]) -> list:
+    """Names of the hashed fields of `kinds` whose value in `stored` (a config.json or
+    branch.json) differs from `current`; a field missing from `stored` was added later
+    and is compared at its default, which must reproduce what runs did before it existed."""
+    differing = []
+    for kind in kinds:
+        for f in dataclasses.fields(kind):
+            if f.metadata["hashed"] and canonical(stored.get(f.name, f.default)) != canonical(current[f.name]):
+                differing.append(f.name)
+    return differing
+
+
+def digest(values: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+
 SECTIONS = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -168,6 +202,9 @@ SECTIONS = {
     "training": TrainingConfig,
     "run": RunConfig,
 }
+
+
+HASHED = frozenset(f.name for kind in SECTIONS.values() for f in dataclasses.fields(kind) if f.metadata["hashed"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +222,7 @@ class ExperimentConfig:
 
     def validate(self):
         for section in SECTIONS:
+            check_int64(getattr(self, section))
             getattr(self, section).validate()
         _require(
             self.pruning.rewind_iteration < self.training.iterations, "rewind_iteration",
@@ -222,12 +260,26 @@ class ExperimentConfig:
         return result
 
     def experiment_hash(self) -> str:
-        blob = json.dumps(self.hashed_values(), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+        """The hash in the default experiment name: of the non-default hashed values, so
+        adding a setting (at a default that reproduces the old behaviour) keeps every name."""
+        return digest(self.hashed_values())
+
+    def fingerprint(self) -> str:
+        """A hash of every hashed value, defaults included: changes when a default does."""
+        return digest({name: canonical(value) for name, value in self.flat().items() if name in HASHED})
+
+    def differences(self, stored_flat: Dict[str, Any]) -> list:
+        """Hashed settings in which a stored config ('config' of config.json) differs from this one."""
+        return stored_differences(SECTIONS.values(), self.flat(), stored_flat)
 
     @property
     def experiment_name(self) -> str:
         return self.run.experiment_name or f"{self.model.model}-{self.data.dataset}-{self.experiment_hash()}"
+
+    def data_seed(self, replicate: int) -> int:
+        """The seed of replicate `replicate`'s training data order."""
+        base = self.run.seed if self.data.data_seed < 0 else self.data.data_seed
+        return derive_seed(base + replicate, "data")
 
     @property
     def variants(self) -> Tuple[str, ...]:

@@ -29,10 +29,15 @@ def _fields():
             yield section, field
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines one flag per config field (idempotent)."""
-    for _, field in _fields():
-        if field.name in flag_values:
+def define_flags(flag_values=flags.FLAGS, skip=()):
+    """Defines one flag per config field, except those named in `skip` (idempotent)."""
+    define_option_flags(config_lib.SECTIONS.values(), flag_values, skip)
+
+
+def define_option_flags(kinds, flag_values=flags.FLAGS, skip=()):
+    """Defines one flag per `option()` field of the dataclasses `kinds` (idempotent)."""
+    for field in (f for kind in kinds for f in dataclasses.fields(kind)):
+        if field.name in flag_values or field.name in skip:
             continue
         kind, help_text = _kind(field), field.metadata["help"]
         choices = field.metadata["choices"]
@@ -64,8 +69,15 @@ def _convert_list(name: str, item_type: str, values) -> tuple:
 
 def values_from_flags(flag_values=flags.FLAGS) -> Dict[str, Any]:
     """{field name: converted flag value} for every config field."""
+    return option_values(config_lib.SECTIONS.values(), flag_values)
+
+
+def option_values(kinds, flag_values=flags.FLAGS, only_present: bool = False, skip=()) -> Dict[str, Any]:
+    """{field name: converted flag value} for the fields of `kinds` but `skip` (only those given, with `only_present`)."""
     values = {}
-    for _, field in _fields():
+    for field in (f for kind in kinds for f in dataclasses.fields(kind)):
+        if field.name in skip or field.name not in flag_values or (only_present and not flag_values[field.name].present):
+            continue
         raw = flag_values[field.name].value
         kind = _kind(field)
         values[field.name] = _convert_list(field.name, kind[5:], raw) if kind.startswith("list:") else raw

@@ -6,6 +6,7 @@ one line a user needs, so the command line starts TensorFlow with stderr capture
 and replays everything except those lines (all of it, if starting fails).
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -20,24 +21,17 @@ _CHATTER = re.compile(
 )
 
 
-def start_tensorflow(before_devices=None):
-    """Imports TensorFlow and initialises its devices; returns the module.
-
-    Args:
-      before_devices: called with the tensorflow module after the import and before
-        devices are initialised: logical device configuration belongs there.
-    """
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Captures file descriptor 2 inside the block and replays it without the chatter
+    (all of it, if the block fails)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         failed = True
         try:
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-            if before_devices is not None:
-                before_devices(tf)
-            tf.config.list_logical_devices()
+            yield
             failed = False
         finally:
             os.dup2(saved, 2)
@@ -46,4 +40,25 @@ def start_tensorflow(before_devices=None):
             for line in captured.read().decode(errors="replace").splitlines():
                 if failed or not _CHATTER.match(line):
                     sys.stderr.write(line + "\n")
+
+
+def import_tensorflow():
+    """Imports TensorFlow (without initialising its devices); returns the module."""
+    with _filtered_stderr():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
+
+
+def start_tensorflow(before_devices=None):
+    """Imports TensorFlow and initialises its devices; returns the module.
+
+    Args:
+      before_devices: called with the tensorflow module after the import and before
+        devices are initialised: logical device configuration belongs there.
+    """
+    tf = import_tensorflow()
+    with _filtered_stderr():
+        if before_devices is not None:
+            before_devices(tf)
+        tf.config.list_logical_devices()
     return tf

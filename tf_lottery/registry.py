@@ -2,10 +2,12 @@
 
 from typing import Callable, Dict, Generic, List, TypeVar
 
+from tf_lottery.errors import UsageError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UsageError):
     """Raised for a name that was never registered."""
 
 

@@ -12,10 +12,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tf_lottery.errors import UsageError
+
 VALIDATION_SPLIT_SEED = 0
 
 
-class DataError(RuntimeError):
+class DataError(UsageError):
     """A dataset that cannot be found, prepared or used; the message is one line."""
 
 

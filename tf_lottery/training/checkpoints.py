@@ -6,11 +6,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_lottery.errors import RunError
+from tf_lottery.experiment import files
 from tf_lottery.pruning import constraint
-from tf_lottery.utils import atomic_path
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunError):
     """A checkpoint or weight file that cannot be read; the message is one line."""
 
 
@@ -51,24 +52,11 @@ class RunCheckpoint:
 def save_weights(model, path: str):
     """Writes every model variable except masks (BatchNorm statistics included) to an npz."""
     variables = constraint.model_weights(model)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, names=np.array([v.name for v in variables]),
-                     **{f"w{i:04d}": v.numpy() for i, v in enumerate(variables)})
+    files.write_weights(path, [v.name for v in variables], [v.numpy() for v in variables])
 
 
-def read_weights(path: str) -> List[np.ndarray]:
-    try:
-        with np.load(path) as data:
-            count = len([k for k in data.files if k.startswith("w")])
-            return [data[f"w{i:04d}"] for i in range(count)]
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise CheckpointError(f"cannot read weights {path} ({error}); delete it to recompute it") from None
-
-
-def weight_names(path: str) -> List[str]:
-    with np.load(path) as data:
-        return [str(n) for n in data["names"]]
+read_weights = files.read_weights
+weight_names = files.read_weight_names
 
 
 def assign_weights(model, values: List[np.ndarray], source: str = "weights"):

@@ -7,17 +7,8 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
-FIELDS = ("iteration", "split", "metric", "value")
+from tf_lottery.experiment.results import METRIC_FIELDS as FIELDS, read_metrics  # noqa: F401
 
-
-def read_metrics(path: str) -> List[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [
-            {"iteration": int(r["iteration"]), "split": r["split"], "metric": r["metric"], "value": float(r["value"])}
-            for r in csv.DictReader(f)
-        ]
 
 
 class MetricsLog:

@@ -1,10 +1,14 @@
-"""Which level of an experiment to export: the "best" ticket rule, shared with the reports.
+"""The sparsest level that still matches the dense network: the one rule for it.
 
-Pure Python on results.csv rows, so report code can use it without TensorFlow.
+Export's --level=best and the reports' "smallest matching density" both call
+`best_level`. Pure Python on result rows, so report code can use it without TensorFlow.
 """
 
 import math
 from typing import Iterable, Mapping, Optional
+
+from tf_lottery.errors import UsageError
+from tf_lottery.experiment.results import number
 
 # Half a percentage point: about the spread of MNIST/CIFAR-10 test accuracy
 # between reruns, so a level inside it is not measurably worse than level 0.
@@ -12,12 +16,8 @@ DEFAULT_TOLERANCE = 0.005
 METRIC = "early_stop_test_accuracy"
 
 
-def number(value) -> float:
-    """A results.csv cell as a float; NaN for an empty or unparsable cell."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+class NoMatchingLevel(UsageError):
+    """No level of the asked variant matches level 0 (or level 0 has not finished)."""
 
 
 def level_means(rows: Iterable[Mapping], variant: str, replicate: Optional[int] = None):
@@ -50,8 +50,7 @@ def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, va
     level before the first one that does not match (or has not finished) is the
     answer, so a lucky level after a failing one is not taken for the ticket still
     matching. Level 0 is the dense `imp` run whatever `variant` is, since controls
-    start at level 1; for `imp` level 0 itself always qualifies. The reports use the
-    same rule for "the smallest density at which the ticket matches".
+    start at level 1; for `imp` level 0 itself always qualifies.
 
     Args:
       rows: results.csv rows (strings, as csv.DictReader gives them) or result.json dicts.
@@ -63,14 +62,15 @@ def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, va
       The level number.
 
     Raises:
-      ValueError: no finished level 0, or no level of `variant` within tolerance.
+      UsageError: a negative tolerance.
+      NoMatchingLevel: no finished level 0, or no level of `variant` within tolerance.
     """
     if tolerance < 0:
-        raise ValueError(f"--tolerance: must be >= 0, got {tolerance}")
+        raise UsageError(f"--tolerance: must be >= 0, got {tolerance}")
     rows = list(rows)
     baseline = level_means(rows, "imp", replicate).get(0)
     if baseline is None:
-        raise ValueError("no finished level 0 (the dense imp run) to compare levels with")
+        raise NoMatchingLevel("no finished level 0 (the dense imp run) to compare levels with")
     means = level_means(rows, variant, replicate)
     best = 0 if variant == "imp" else None
     for level in range(1, max(means, default=0) + 1):
@@ -78,7 +78,7 @@ def best_level(rows: Iterable[Mapping], tolerance: float = DEFAULT_TOLERANCE, va
             break
         best = level
     if best is None:
-        raise ValueError(
+        raise NoMatchingLevel(
             f"no {variant} level reaches level 0's early-stop test accuracy {baseline[1]:.4f} within {tolerance}"
         )
     return best

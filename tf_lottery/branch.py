@@ -1,0 +1,194 @@
+r"""tf_lottery.branch: run a branch (an analysis or new kind of run) over a finished experiment.
+
+    python -m tf_lottery.branch --experiment_dir=runs/lenet300_mnist --branch=reinit \
+        [--levels=1,3-5] [--replicates=0,1] [--variants=imp,random_prune] [branch options] \
+        [any flag of tf_lottery.main, e.g. --learning_rate=3e-4, to override the parent's] [--dry_run]
+
+Writes replicate_<r>/level_<LL>/branch_<name>_<hash>/ (branch.json, one folder per
+run) and <experiment>/branches/<name>.csv. Resumable and idempotent: a second
+identical call trains nothing. Bad input stops with one line and exit code 2
+before anything is written; a run that fails, with exit code 1.
+"""
+
+import dataclasses
+import sys
+from typing import List, Sequence
+
+import tf_lottery  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from absl import flags
+
+from tf_lottery import cli, quiet
+
+quiet.import_tensorflow()  # the branches import TensorFlow: quietly, before they load
+# pylint: disable=wrong-import-position
+from tf_lottery import branches  # noqa: E402
+from tf_lottery import config as config_lib  # noqa: E402
+from tf_lottery import flags as flags_lib  # noqa: E402
+from tf_lottery.errors import USAGE, UsageError  # noqa: E402
+
+PROG = "tf_lottery.branch"
+# Flags of tf_lottery.main that shape the parent experiment itself, not a branch's runs.
+NOT_OVERRIDES = ("levels", "replicates", "replicate", "controls", "experiment_name", "output_dir", "dry_run",
+                 "progress", "export_final")
+# The architecture is the parent's masks' shape: a branch cannot change it.
+FIXED = ("model", "hidden_units")
+PRUNING = tuple(f.name for f in dataclasses.fields(config_lib.PruningConfig))
+
+
+def define_flags(flag_values: flags.FlagValues):
+    flags.DEFINE_string("experiment_dir", None, "Finished (or partly finished) experiment folder written by tf_lottery.main.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("branch", None, f"Branch to run: {', '.join(branches.names())}.", flag_values=flag_values)
+    flags.DEFINE_string("levels", "", "Parent levels to branch from, e.g. 1,3-5 (default: every finished level the "
+                        "branch applies to).", flag_values=flag_values)
+    flags.DEFINE_string("replicates", "", "Parent replicates, e.g. 0,1 (default: every replicate with finished runs).",
+                        flag_values=flag_values)
+    flags.DEFINE_list("variants", ["imp"], "Parent variants whose runs the branch starts from.", flag_values=flag_values)
+    flags.DEFINE_bool("dry_run", False, "Check the flags and print the runs the branch would train; train nothing.",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("progress", True, "Show a progress bar per run (plain lines when not on a terminal).",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("traceback", False, cli.TRACEBACK_HELP, flag_values=flag_values)
+    flags_lib.define_option_flags([branches.get(n).Options for n in branches.names()], flag_values)
+    flags_lib.define_flags(flag_values, skip=NOT_OVERRIDES)
+
+
+def parse_numbers(flag: str, text: str) -> List[int]:
+    """'1,3-5' -> [1, 3, 4, 5]."""
+    numbers = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            low, _, high = part.partition("-")
+            numbers.extend(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise UsageError(f"--{flag}: expected numbers and ranges like 1,3-5, got {text!r}") from None
+    if any(n < 0 for n in numbers):
+        raise UsageError(f"--{flag}: must be >= 0, got {text!r}")
+    return sorted(set(numbers))
+
+
+def _options(branch_class, flag_values):
+    """The branch's options from its flags; options of other branches are refused."""
+    own = {f.name for f in dataclasses.fields(branch_class.Options)}
+    others = [kind.Options for kind in map(branches.get, branches.names())]
+    given = flags_lib.option_values(others, flag_values, only_present=True)
+    stray = sorted(set(given) - own)
+    if stray:
+        raise UsageError(f"--{stray[0]}: not an option of branch {branch_class.name}")
+    values = flags_lib.option_values([branch_class.Options], flag_values)
+    try:
+        return branch_class.Options(**values)
+    except TypeError as error:
+        raise UsageError(f"--branch={branch_class.name}: {error}") from None
+
+
+def _overrides(branch_class, flag_values) -> dict:
+    given = flags_lib.option_values(config_lib.SECTIONS.values(), flag_values, only_present=True, skip=NOT_OVERRIDES)
+    for name in given:
+        if name in FIXED:
+            raise UsageError(f"--{name}: the parent's masks fix the architecture; a branch cannot change it")
+        if name in PRUNING and not branch_class.prunes:
+            raise UsageError(f"--{name}: branch {branch_class.name} does not prune, so it has no use for it")
+    return {**given, "progress": flag_values.progress}
+
+
+def cells(parent, branch, flag_values) -> list:
+    """The (replicate, level, variant) cells to run, each checked to have finished in the parent."""
+    from tf_lottery.branches.base import Cell  # pylint: disable=import-outside-toplevel
+
+    rows = parent.rows()
+    replicates = parse_numbers("replicates", flag_values.replicates) or sorted({int(r["replicate"]) for r in rows})
+    finished_levels = sorted({int(r["level"]) for r in rows})
+    levels = parse_numbers("levels", flag_values.levels)
+    if branch.pruned_levels_only:
+        if 0 in levels:
+            raise UsageError(f"--levels: level 0 is the dense network; branch {branch.name} needs a pruned level")
+        finished_levels = [level for level in finished_levels if level > 0]
+    levels = levels or finished_levels
+    variants = [v.strip() for v in flag_values.variants if v.strip()]
+    if not (replicates and levels and variants):
+        raise UsageError(f"--experiment_dir: {parent.paths.root} has no finished run to branch from")
+    chosen = [Cell(r, level, v) for r in replicates for level in levels for v in variants]
+    for cell in chosen:
+        parent.require_finished(cell.replicate, cell.level, cell.variant)
+    return chosen
+
+
+def _check_dataset(parent, config):
+    """A dataset override must give the parent's input shape and class count (the masks fix them)."""
+    if config.data.dataset == parent.config.data.dataset:
+        return
+    from tf_lottery import data  # pylint: disable=import-outside-toplevel
+
+    info = data.describe(config.data.dataset, config.data.data_dir)
+    if (tuple(info.input_shape), info.num_classes) != (tuple(parent.dataset.input_shape), parent.dataset.num_classes):
+        raise UsageError(f"--dataset: {info.name} has inputs {info.input_shape} and {info.num_classes} classes, the parent "
+                         f"{parent.dataset.input_shape} and {parent.dataset.num_classes}; the masks fit only the parent's")
+
+
+def prepare(flag_values):
+    """Everything checked before TensorFlow starts or a file is written: (branch, cells)."""
+    from tf_lottery.experiment.reader import Experiment  # pylint: disable=import-outside-toplevel
+
+    if not flag_values.experiment_dir:
+        raise UsageError("--experiment_dir is required")
+    if not flag_values.branch:
+        raise UsageError(f"--branch is required; known branches: {', '.join(branches.names())}")
+    branch_class = branches.get(flag_values.branch)
+    parent = Experiment.open(flag_values.experiment_dir)
+    branch = branch_class(parent, _options(branch_class, flag_values), _overrides(branch_class, flag_values))
+    _check_dataset(parent, branch.config)
+    return branch, cells(parent, branch, flag_values)
+
+
+def describe(branch, chosen: Sequence) -> str:
+    lines = [f"branch {branch.name} ({branch.description}) over {branch.parent.paths.root}",
+             f"options: {dataclasses.asdict(branch.options) or 'none'}; overrides: "
+             f"{branch.hashed_values()['overrides'] or 'none'}; folder: {branch.folder(chosen[0]).directory}"]
+    for cell in chosen:
+        lines.append(f"  replicate {cell.replicate} level {cell.level} {cell.variant}: "
+                     + ", ".join(spec.name for spec in branch.runs(cell)))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Parses `argv` (sys.argv by default), runs the branch; returns the exit code."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    argv = sys.argv if argv is None else argv
+    if any(arg in ("--help", "-h", "--helpfull") for arg in argv[1:]):
+        print(__doc__)
+        print(flag_values.get_help())
+        return 0
+    try:
+        extra = flag_values(argv)
+    except flags.Error as error:
+        cli.fail(PROG, USAGE, str(error).splitlines()[0])
+    with cli.one_line_errors(PROG, flag_values.traceback):
+        if len(extra) > 1:
+            raise UsageError(f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
+        branch, chosen = prepare(flag_values)
+        if flag_values.dry_run:
+            print(describe(branch, chosen))
+            return 0
+        return _run(branch, chosen)
+    return 1  # pragma: no cover (one_line_errors exits)
+
+
+def _run(branch, chosen) -> int:
+    from tf_lottery import main as main_lib  # pylint: disable=import-outside-toplevel
+
+    main_lib.start_tensorflow(branch.config.run)
+    from tf_lottery import distribute  # pylint: disable=import-outside-toplevel
+    from tf_lottery.branches import runner  # pylint: disable=import-outside-toplevel
+    from tf_lottery.training.workbench import Workbench  # pylint: disable=import-outside-toplevel
+
+    strategy = distribute.make_strategy(branch.config.run)
+    with Workbench(strategy, branch.parent.paths.root) as bench:
+        rows = runner.run_branch(branch, chosen, bench)
+    print(f"{len(rows)} row(s): {branch.parent.paths.branch_table(branch.name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The tables of an experiment: results.csv (the IMP loop) and branches/<branch>.csv.
+
+results.csv has one row per finished (replicate, level, variant), rebuilt from the
+runs' result.json files; a branch table one row per (branch settings, replicate,
+level, variant) the branch measured. Both are rewritten whole and atomically.
+"""
+
+import csv
+import math
+from typing import Dict, List, Mapping, Sequence
+
+from tf_lottery.config import VARIANTS
+from tf_lottery.experiment.files import read_json
+from tf_lottery.experiment.paths import ExperimentPaths
+from tf_lottery.utils import atomic_path
+
+RESULT_COLUMNS = (
+    "replicate", "level", "variant", "density", "remaining_weights", "total_weights",
+    "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
+    "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
+    "train_seconds",
+)
+INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration")
+TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run")
+# Every branch table starts with these; the branch's own measurements follow.
+BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density")
+METRIC_FIELDS = ("iteration", "split", "metric", "value")  # metrics.csv, one row per logged value
+
+
+def number(value) -> float:
+    """A table cell as a float; NaN for an empty or unparsable cell."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def typed(row: Mapping[str, str]) -> Dict:
+    """A csv row with ints for counts and levels, floats for measurements, strings for names."""
+    out = {}
+    for key, value in row.items():
+        if key in TEXT_COLUMNS:
+            out[key] = value
+        elif key in INTEGER_COLUMNS:
+            parsed = number(value)
+            out[key] = int(parsed) if math.isfinite(parsed) else parsed
+        else:
+            parsed = number(value)
+            out[key] = value if (math.isnan(parsed) and value not in ("", "nan", "NaN")) else parsed
+    return out
+
+
+def result_rows(paths: ExperimentPaths) -> List[dict]:
+    """Every finished run's result.json, in results.csv's order."""
+    rows = [read_json(p) for p in paths.result_files()]
+    order = {variant: i for i, variant in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["replicate"], r["level"], order.get(r["variant"], len(order)), r["variant"]))
+    return rows
+
+
+def write_table(path: str, columns: Sequence[str], rows: Sequence[Mapping]):
+    with atomic_path(path) as tmp:  # a name of its own per process sharing the experiment
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(columns), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def write_results(paths: ExperimentPaths) -> List[dict]:
+    """Rewrites results.csv from every finished run's result.json; returns its rows."""
+    rows = result_rows(paths)
+    write_table(paths.results, RESULT_COLUMNS, rows)
+    return rows
+
+
+def read_table(path: str) -> List[dict]:
+    """A results or branch table as typed rows ([] when it does not exist yet)."""
+    try:
+        with open(path, newline="") as f:
+            return [typed(row) for row in csv.DictReader(f)]
+    except FileNotFoundError:
+        return []
+
+
+def read_metrics(path: str) -> List[dict]:
+    """A run's metrics.csv as rows of iteration, split, metric and float value ([] if absent)."""
+    try:
+        with open(path, newline="") as f:
+            return [{"iteration": int(r["iteration"]), "split": r["split"], "metric": r["metric"],
+                     "value": float(r["value"])} for r in csv.DictReader(f)]
+    except FileNotFoundError:
+        return []
+
+
+def curve(path: str, split: str = "test", metric: str = "accuracy") -> Dict[int, float]:
+    """{iteration: value} of one split/metric in a run's metrics.csv ({} if absent)."""
+    return {r["iteration"]: r["value"] for r in read_metrics(path) if r["split"] == split and r["metric"] == metric}

@@ -1,0 +1,126 @@
+"""The IMP loop: for each replicate and level, the ticket's run and its controls, as RunSpecs.
+
+Level 0 trains the dense network from θ0 (saving θk on the way when rewinding);
+level L prunes the survivors of level L-1 (or, one-shot, of level 0) by magnitude
+and resets them to θ0 or θk. `--controls` schedules the reinit and random_prune
+branches beside every pruned level, in the folders and results.csv rows they
+always had. Every run checks for its result.json first and every file is written
+once, atomically, so running the same experiment again resumes it.
+"""
+
+import dataclasses
+import os
+from typing import List, Optional
+
+import tensorflow as tf
+
+from tf_lottery import branches
+from tf_lottery import flags as flags_lib
+from tf_lottery.branches.base import Cell
+from tf_lottery.config import ExperimentConfig
+from tf_lottery.experiment import files
+from tf_lottery.experiment.paths import ExperimentPaths
+from tf_lottery.experiment.reader import Experiment, check_compatible
+from tf_lottery.experiment.results import result_rows, write_results
+from tf_lottery.pruning import masks as masks_lib, strategies
+from tf_lottery.training import checkpoints
+from tf_lottery.training.hooks import SaveWeightsAt
+from tf_lottery.training.run import InitialWeights, RunSpec, train
+from tf_lottery.training.workbench import Workbench, fresh_weights
+from tf_lottery.utils import derive_seed, write_json, write_text
+
+
+class ImpLoop:
+    """Fills one experiment folder with the runs its config plans."""
+
+    def __init__(self, config: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None, stream=None):
+        self.config = config
+        self.strategy = strategy
+        self.stream = stream
+        self.paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
+
+    def run(self) -> List[dict]:
+        """Runs (or resumes) every chosen replicate; returns the rows of results.csv."""
+        config = self.config
+        check_compatible(self.paths, config)
+        with Workbench(self.strategy, self.paths.root, self.stream) as bench:
+            self.bench = bench
+            bench.trainer(config)  # loads the data and checks the batch split before anything is written
+            if bench.is_chief:
+                self._write_experiment_files()
+            chosen = range(config.run.replicates) if config.run.replicate < 0 else [config.run.replicate]
+            for replicate in chosen:
+                self._run_replicate(replicate)
+            return write_results(self.paths) if bench.is_chief else result_rows(self.paths)
+
+    def _write_experiment_files(self):
+        os.makedirs(self.paths.root, exist_ok=True)
+        write_text(self.paths.flags, "\n".join(flags_lib.flagfile_lines(self.config)) + "\n")
+        write_json(self.paths.config, {"hashed": self.config.hashed_values(), "config": self.config.flat()})
+        write_json(self.paths.dataset, dataclasses.asdict(self.bench.splits(self.config).info))
+
+    def _run_replicate(self, replicate: int):
+        config, bench = self.config, self.bench
+        seed = config.run.seed + replicate
+        theta_init = self.paths.theta_init(replicate)
+        missing = not os.path.exists(theta_init)
+        bench.barrier()  # every worker has looked before the chief writes
+        if missing and bench.is_chief:  # θ0 is written once per replicate, never rewritten
+            names, values = fresh_weights(config, bench.splits(config).info, derive_seed(seed, "init"))
+            files.write_weights(theta_init, names, values)
+        bench.barrier()  # and the chief has written before any worker reads
+        parent = Experiment.open(self.paths.root)
+        for level in range(config.pruning.levels + 1):
+            self._train(self._ticket_spec(replicate, level), level, replicate)
+            if level == 0:
+                continue
+            for control in config.pruning.controls:
+                self._train(self._control_spec(parent, control, replicate, level), level, replicate,
+                            wait=False)  # two processes on one replicate split its controls
+
+    def _train(self, spec: RunSpec, level: int, replicate: int, wait: bool = True):
+        rewind = self.config.pruning.rewind_iteration
+        hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind else []
+        result = train(spec, self.bench, hooks, wait=wait)
+        if result is not None and self.bench.is_chief:
+            write_results(self.paths)
+
+    def _ticket_spec(self, replicate: int, level: int) -> RunSpec:
+        config, rewind = self.config, self.config.pruning.rewind_iteration
+        paths = self.paths.run(replicate, level, "imp")
+        if level > 0 and rewind:
+            theta_k = self.paths.theta_rewind(replicate)
+            if not os.path.exists(theta_k):
+                raise checkpoints.CheckpointError(f"{theta_k} is missing although level 0 finished; delete level_00 to redo it")
+            init = InitialWeights.from_file(theta_k, "theta_rewind")
+        else:
+            init = InitialWeights.from_file(self.paths.theta_init(replicate), "theta_0")
+        return RunSpec(directory=paths.directory, config=config, replicate=replicate, level=level, name="imp",
+                       masks=self._ticket_masks(replicate, level), init=init,
+                       start_iteration=rewind if level > 0 else 0, data_seed=config.data_seed(replicate))
+
+    def _ticket_masks(self, replicate: int, level: int) -> masks_lib.Masks:
+        """IMP's mask at `level`: level 0 is dense; later levels prune by magnitude."""
+        model = self.bench.trainer(self.config).model
+        if level == 0:
+            return masks_lib.ones_like_model(model)
+        mask_path = self.paths.run(replicate, level, "imp").mask
+        if os.path.exists(mask_path):
+            return masks_lib.load(mask_path)
+        oneshot = self.config.pruning.prune_mode == "oneshot"
+        source = self.paths.run(replicate, 0 if oneshot else level - 1, "imp")
+        checkpoints.load_weights(model, source.final_weights)
+        current = masks_lib.ones_like_model(model) if oneshot else masks_lib.load(source.mask)
+        groups = strategies.groups(strategies.weight_rates(model, self.config.pruning), self.config.pruning.pruning_scope)
+        return strategies.magnitude_masks(masks_lib.prunable_values(model), current, groups, level)
+
+    def _control_spec(self, parent: Experiment, control: str, replicate: int, level: int) -> RunSpec:
+        """The control branch's run of the ticket at `level`, in the loop's own folder for it."""
+        # This invocation's settings (progress, data_dir, ...): the hashed ones equal the stored ones.
+        [spec] = branches.get(control)(parent, overrides=self.config.flat()).runs(Cell(replicate, level, "imp"))
+        return dataclasses.replace(spec, name=control, directory=self.paths.run(replicate, level, control).directory)
+
+
+def run_experiment(config: ExperimentConfig, strategy=None, stream=None) -> List[dict]:
+    """Runs or resumes the experiment `config` describes; returns results.csv's rows."""
+    return ImpLoop(config, strategy, stream).run()

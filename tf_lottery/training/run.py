@@ -1,0 +1,264 @@
+"""A run as a value, and the one function that trains any run into its folder.
+
+A RunSpec says everything that makes a run what it is: its masks, where its initial
+weights come from, the iteration it starts at, its data order and its settings.
+`train(spec, workbench)` does everything runs share: the per-run lock, resuming
+from the last checkpoint (kill -9 safe), metrics.csv, TensorBoard, result.json,
+progress and the multi-worker chief rules. The IMP loop and every branch only
+decide which specs to train; what else a run must do while it trains (save θk,
+prune gradually, snapshot masks) is a Hook.
+"""
+
+import dataclasses
+import os
+import shutil
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from tf_lottery import distribute, models
+from tf_lottery.config import ExperimentConfig
+from tf_lottery.data import augment as augment_lib
+from tf_lottery.data import pipeline
+from tf_lottery.errors import RunError
+from tf_lottery.experiment import files
+from tf_lottery.experiment.paths import RunPaths
+from tf_lottery.pruning import masks as masks_lib
+from tf_lottery.training import checkpoints, progress, summaries
+from tf_lottery.training.hooks import ActiveRun, Hook
+from tf_lottery.training.workbench import Workbench, fresh_weights
+from tf_lottery.utils import exclusive_lock, read_json, write_json
+
+MAX_STEPS_PER_CALL = 500  # bounds the time between progress updates
+
+
+class DivergenceError(RunError):
+    """Training loss became NaN or infinite; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InitialWeights:
+    """Where a run's starting weights come from: a weights file of the experiment, or a fresh seeded init."""
+
+    label: str  # 'theta_0', 'theta_rewind', 'fresh', or what the file is
+    file: Optional[str] = None
+    seed: Optional[int] = None
+
+    @classmethod
+    def from_file(cls, path: str, label: str) -> "InitialWeights":
+        return cls(label=label, file=path)
+
+    @classmethod
+    def fresh(cls, seed: int) -> "InitialWeights":
+        return cls(label="fresh", seed=seed)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+    """Everything that makes a run what it is.
+
+    Attributes:
+      directory: the run's folder (RunPaths).
+      config: its effective settings: the experiment's, with any per-run overrides.
+      replicate, level: where it sits in the experiment.
+      name: the run's name, its folder's and its result's 'variant'.
+      masks: {weight path: 0/1 array}; a mask.npz already in the folder wins (resumption).
+      init: where its initial weights come from.
+      start_iteration: the iteration its schedule and data stream start at (k when rewinding).
+      data_seed: seed of its training data order.
+    """
+
+    directory: str
+    config: ExperimentConfig
+    replicate: int
+    level: int
+    name: str
+    masks: masks_lib.Masks = dataclasses.field(repr=False)
+    init: InitialWeights
+    start_iteration: int = 0
+    data_seed: int = 0
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.directory)
+
+    @property
+    def description(self) -> str:
+        return f"replicate {self.replicate} level {self.level} {self.name}"
+
+    def record(self, root: str) -> Dict:
+        """run.json: the spec, paths relative to the experiment folder `root`."""
+        init = {"label": self.init.label}
+        if self.init.file is not None:
+            init["file"] = os.path.relpath(self.init.file, root)
+        else:
+            init.update(seed=self.init.seed, file=os.path.relpath(self.paths.initial_weights, root))
+        return {"name": self.name, "replicate": self.replicate, "level": self.level, "init": init,
+                "start_iteration": self.start_iteration, "data_seed": self.data_seed, "config": self.config.flat()}
+
+
+def train(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook] = (), wait: bool = True) -> Optional[Dict]:
+    """Trains (or resumes, or just reads) one run; returns its result.json.
+
+    Args:
+      spec: the run.
+      bench: the process's strategy, files and trainers.
+      hooks: called by the training loop (see training.hooks).
+      wait: when another process holds the run, wait for it (True) or leave the run to
+        it and return None (False), so processes sharing an experiment split its runs.
+    """
+    paths = spec.paths
+    if os.path.exists(paths.result):
+        return read_json(paths.result)
+    if distribute.is_multi_worker(bench.strategy):
+        return _train_locked(spec, bench, hooks)  # the workers train each run together
+    with exclusive_lock(paths.lock, wait=wait) as held:
+        if not held:
+            progress.announce(spec.config.run.progress, f"{spec.description}: another process is training it", bench.stream)
+            return None
+        if os.path.exists(paths.result):
+            return read_json(paths.result)
+        return _train_locked(spec, bench, hooks)
+
+
+def _starting_point(spec: RunSpec, bench: Workbench):
+    """(masks, initial weight values) of the run, writing run.json, mask.npz and fresh weights once."""
+    paths, chief = spec.paths, bench.is_chief
+    run_masks = masks_lib.load(paths.mask) if os.path.exists(paths.mask) else spec.masks
+    root = bench.files.root
+    if chief:
+        if not os.path.exists(paths.mask):
+            masks_lib.save(paths.mask, run_masks)
+        if not os.path.exists(paths.spec):
+            write_json(paths.spec, spec.record(root))
+    if spec.init.file is not None:
+        values = files.read_weights(spec.init.file, recover="delete the runs that start from it to recompute it")
+    elif os.path.exists(paths.initial_weights):
+        values = files.read_weights(paths.initial_weights)
+    else:
+        names, values = fresh_weights(spec.config, bench.splits(spec.config).info, spec.init.seed)
+        if chief:  # stored, so that this run's ticket can be exported like any other
+            files.write_weights(paths.initial_weights, names, values)
+    return run_masks, values
+
+
+def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Optional[Dict]:
+    paths, config, chief = spec.paths, spec.config, bench.is_chief
+    run_masks, initial = _starting_point(spec, bench)
+    trainer = bench.trainer(config)
+    checkpoints.assign_weights(trainer.model, initial, source="initial weights")
+    masks_lib.apply_masks(trainer.model, run_masks)
+    trainer.reset(spec.start_iteration)
+    # Every worker restores the chief's checkpoint and takes part in each save
+    # (reading synchronised variables may be a collective); other workers' copies go to scratch.
+    checkpoint = checkpoints.RunCheckpoint(paths.checkpoints, trainer, write_directory=bench.files.writable(paths.checkpoints))
+    resumed = checkpoint.restore()
+    iteration = int(trainer.iteration.numpy())
+    log = summaries.MetricsLog(bench.files.writable(paths.metrics), paths.directory if chief else None,
+                               resume_iteration=iteration if resumed else None)
+    run = ActiveRun(spec, bench, trainer, log, run_masks)
+    bar = progress.RunProgress(config.run.progress and chief, spec.description, iteration, config.training.iterations)
+    started = time.time()
+    try:
+        for hook in hooks:
+            hook.on_start(run, resumed)
+        if not resumed:
+            _log_masks(log, spec.start_iteration, run_masks)
+            run.evaluate(spec.start_iteration, hooks)
+        _train_until_done(run, iteration, checkpoint, bar, hooks)
+    finally:
+        bar.close()
+        log.close()
+    checkpoints.save_weights(trainer.model, bench.files.writable(paths.final_weights))
+    result = _result(spec, run.masks, bench.files.writable(paths.metrics), time.time() - started)
+    for hook in hooks:
+        hook.on_end(run, result)
+    if chief:
+        write_json(paths.result, result)
+        shutil.rmtree(paths.checkpoints, ignore_errors=True)
+        progress.announce(
+            config.run.progress,
+            f"{spec.description}: density {result['density']:.2%} final test accuracy {result['final_test_accuracy']:.4f} "
+            f"early stop {result['early_stop_test_accuracy']:.4f} at iteration {result['early_stop_iteration']}",
+            bench.stream,
+        )
+    else:
+        shutil.rmtree(bench.files.writable(paths.checkpoints), ignore_errors=True)
+        result = None
+    bench.barrier()  # what comes next reads this run's final weights and mask
+    return result
+
+
+def _next_stop(iteration: int, config: ExperimentConfig, hooks: Sequence[Hook]) -> int:
+    total, eval_every, save_every = config.training.iterations, config.training.eval_every, config.training.checkpoint_every
+    stops = [total, iteration + MAX_STEPS_PER_CALL,
+             (iteration // eval_every + 1) * eval_every, (iteration // save_every + 1) * save_every]
+    stops += [stop for hook in hooks for stop in [hook.next_stop(iteration)] if stop is not None and stop > iteration]
+    return min(stops)
+
+
+def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Sequence[Hook]):
+    spec, trainer = run.spec, run.trainer
+    training = spec.config.training
+    total = training.iterations
+    iterator = iter(run.bench.strategy.distribute_datasets_from_function(_training_input(spec, run.bench, iteration)))
+    while iteration < total:
+        target = _next_stop(iteration, spec.config, hooks)
+        trainer.train(iterator, target - iteration)
+        iteration = target
+        for hook in hooks:
+            hook.at_stop(run, iteration)
+        train_metrics = trainer.train_metrics()
+        evaluated = iteration % training.eval_every == 0 or iteration == total
+        if evaluated:
+            if not np.isfinite(train_metrics["loss"]):
+                raise DivergenceError(
+                    f"{spec.description} diverged by iteration {iteration} (training loss {train_metrics['loss']}); "
+                    "lower --learning_rate or add --warmup_iterations")
+            run.log.log(iteration, "train", {**train_metrics, "learning_rate": trainer.learning_rate()})
+            trainer.reset_train_metrics()
+            run.evaluate(iteration, hooks)
+        if iteration % training.checkpoint_every == 0 and iteration < total:
+            checkpoint.save(iteration)
+            for hook in hooks:
+                hook.on_checkpoint(run, iteration)
+        bar.update(iteration, train_metrics["loss"], train_metrics["accuracy"], evaluated)
+
+
+def _training_input(spec: RunSpec, bench: Workbench, start_iteration: int):
+    config, splits = spec.config, bench.splits(spec.config)
+    mode = config.data.augment
+    augment = mode == "on" or (mode == "auto" and models.spec(config.model.model).augment)
+
+    def dataset_fn(context):
+        return pipeline.training_dataset(
+            splits.train_images, splits.train_labels, splits.info,
+            batch_size=context.get_per_replica_batch_size(config.data.batch_size), seed=spec.data_seed,
+            start_iteration=start_iteration, augment=augment_lib.pad_crop_flip if augment else None,
+            batches_per_step=context.num_replicas_in_sync // context.num_input_pipelines,
+            num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id,
+        )
+
+    return dataset_fn
+
+
+def _log_masks(log: summaries.MetricsLog, iteration: int, run_masks: masks_lib.Masks):
+    values = {"density": masks_lib.density(run_masks)}
+    values.update({f"density/{name}": d for name, d in masks_lib.weight_densities(run_masks).items()})
+    log.log(iteration, "mask", values)
+
+
+def _result(spec: RunSpec, run_masks: masks_lib.Masks, metrics_path: str, seconds: float) -> Dict:
+    summary = summaries.summarize(summaries.read_metrics(metrics_path))
+    counts = masks_lib.counts(run_masks)
+    return {
+        "replicate": spec.replicate, "level": spec.level, "variant": spec.name,
+        "density": masks_lib.density(run_masks),
+        "remaining_weights": sum(counts.values()),
+        "total_weights": sum(m.size for m in run_masks.values()),
+        "weight_densities": masks_lib.weight_densities(run_masks),
+        "train_seconds": round(seconds, 2),
+        **summary,
+    }
+

@@ -1,0 +1,88 @@
+"""What the runs of one process share: the strategy, datasets in memory, built models and trainers.
+
+Building a model and tracing its compiled training step take seconds, loading a
+dataset more; a Workbench does each once per (model, data, training settings), so
+the IMP loop and a branch train run after run on the same compiled functions.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery import data, distribute, models
+from tf_lottery.config import ConfigError, ExperimentConfig
+from tf_lottery.data import pipeline
+from tf_lottery.lottery.plan import model_options
+from tf_lottery.pruning import constraint
+from tf_lottery.training.loop import Trainer
+
+
+def fresh_weights(config: ExperimentConfig, info: data.DatasetInfo, seed: int) -> Tuple[List[str], List[np.ndarray]]:
+    """A new random initialisation of the experiment's model: variable names and values, in model order."""
+    # Built outside any strategy scope: only the values are needed, copied by position.
+    model = models.build(config.model.model, info.input_shape, info.num_classes, seed=seed, **model_options(config))
+    variables = constraint.model_weights(model)
+    return [v.name for v in variables], [v.numpy() for v in variables]
+
+
+class Workbench:
+    """The strategy, the experiment folder's writer and caches of datasets and trainers.
+
+    Use as a context manager: on exit a non-chief worker's scratch files are removed.
+    """
+
+    def __init__(self, strategy: Optional[tf.distribute.Strategy], root: str, stream=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.files = distribute.ScratchDirectory(self.strategy, root)
+        self.stream = stream
+        self._trainers: Dict[tuple, Trainer] = {}
+        self._eval_sets: Dict[tuple, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.files.close()
+
+    @property
+    def is_chief(self) -> bool:
+        return self.files.is_chief
+
+    def barrier(self):
+        distribute.barrier(self.strategy)
+
+    def splits(self, config: ExperimentConfig) -> data.Splits:
+        d = config.data
+        return data.load(d.dataset, d.data_dir, d.validation_size, d.download)  # cached per process
+
+    def trainer(self, config: ExperimentConfig) -> Trainer:
+        """The masked model and its compiled trainer for `config` (built once per setting)."""
+        replicas = self.strategy.num_replicas_in_sync
+        if config.data.batch_size % replicas:
+            raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
+        info = self.splits(config).info
+        key = (config.model, info.input_shape, info.num_classes, config.training, config.data.batch_size,
+               config.run.mixed_precision)
+        if key not in self._trainers:
+            with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
+                model = models.build(config.model.model, info.input_shape, info.num_classes, **model_options(config))
+                self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
+                                              mixed_precision=config.run.mixed_precision)
+        return self._trainers[key]
+
+    def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, tf.distribute.DistributedDataset]:
+        """{'validation', 'test'}: the distributed evaluation datasets (validation only when held out)."""
+        d = config.data
+        key = (d.dataset, d.data_dir, d.validation_size, d.eval_batch_size)
+        if key not in self._eval_sets:
+            splits = self.splits(config)
+            self._eval_sets[key] = {
+                split: self.strategy.experimental_distribute_dataset(
+                    pipeline.evaluation_dataset(images, labels, splits.info, d.eval_batch_size))
+                for split, images, labels in (
+                    ("validation", splits.validation_images, splits.validation_labels),
+                    ("test", splits.test_images, splits.test_labels),
+                ) if len(images)
+            }
+        return self._eval_sets[key]
