@@ -132,21 +132,6 @@ class Experiment:
         raise UnfinishedRun(f"replicate {replicate} level {level} {variant} of {self.paths.root} has not finished "
                             f"(finished {variant} levels of replicate {replicate}: {_spans(levels) or 'none'})")
 
-    def planned_variants(self) -> Tuple[str, ...]:
-        return self.config.variants
-
-    def missing_runs(self) -> List[Tuple[int, int, str]]:
-        """(replicate, level, variant) the stored config plans but that have not finished."""
-        config = self.stored_config
-        replicates, levels = int(config.get("replicates") or 1), int(config.get("levels") or 0)
-        missing = []
-        for replicate in range(replicates):
-            for level in range(levels + 1):
-                for variant in self.planned_variants() if level else ("imp",):
-                    if not self.finished(replicate, level, variant):
-                        missing.append((replicate, level, variant))
-        return missing
-
     def unfinished_runs(self) -> List[Tuple[int, int, str, int]]:
         """(replicate, level, run, last logged iteration) of runs started and not finished;
         a branch's run is named '<branch folder>/<run>'."""

@@ -11,7 +11,7 @@ the rule that picks the "best" ticket; the reports use it too.
 Importing this package loads no TensorFlow; `export()` does.
 """
 
-from tf_lottery.export.selection import DEFAULT_TOLERANCE, best_level, level_means  # noqa: F401
+from tf_lottery.experiment.selection import DEFAULT_TOLERANCE, best_level, level_means  # noqa: F401
 
 FORMATS = ("saved_model", "sparse_saved_model", "tflite", "ticket")
 FILE_NAMES = {"saved_model": "saved_model", "sparse_saved_model": "sparse_saved_model",

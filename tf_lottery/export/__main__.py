@@ -12,9 +12,11 @@ import sys
 
 from absl import flags
 
+from tf_lottery import cli
+from tf_lottery.errors import USAGE, UsageError
 from tf_lottery.export import DEFAULT_TOLERANCE, FORMATS
 
-USAGE_ERROR, CHECK_ERROR = 2, 1
+PROG = "tf_lottery.export"
 
 
 def define_flags(flag_values: flags.FlagValues):
@@ -33,11 +35,7 @@ def define_flags(flag_values: flags.FlagValues):
     flags.DEFINE_integer("check_examples", 256, "Random images every export's outputs are checked on.", flag_values=flag_values)
     flags.DEFINE_integer("representative_examples", 256, "Training images that calibrate --quantize=int8.",
                          flag_values=flag_values)
-
-
-def _fail(code: int, message: str) -> int:
-    sys.stderr.write(f"tf_lottery.export: error: {message}\n")
-    return code
+    flags.DEFINE_bool("traceback", False, cli.TRACEBACK_HELP, flag_values=flag_values)
 
 
 def _describe(name: str, entry: dict) -> str:
@@ -61,28 +59,23 @@ def main(argv=None) -> int:
     try:
         extra = flag_values(argv)
     except flags.Error as error:
-        return _fail(USAGE_ERROR, str(error).splitlines()[0])
-    if len(extra) > 1:
-        return _fail(USAGE_ERROR, f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
-    if not flag_values.experiment_dir:
-        return _fail(USAGE_ERROR, "--experiment_dir is required")
-    from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
+        cli.fail(PROG, USAGE, str(error).splitlines()[0])
+    with cli.one_line_errors(PROG, flag_values.traceback):
+        if len(extra) > 1:
+            raise UsageError(f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
+        if not flag_values.experiment_dir:
+            raise UsageError("--experiment_dir is required")
+        from tf_lottery import quiet  # pylint: disable=import-outside-toplevel
 
-    quiet.start_tensorflow()
-    from tf_lottery import export  # pylint: disable=import-outside-toplevel
-    from tf_lottery.export.source import ExportCheckError, ExportError  # pylint: disable=import-outside-toplevel
+        quiet.start_tensorflow()
+        from tf_lottery import export  # pylint: disable=import-outside-toplevel
 
-    try:
         summary = export.export(
             flag_values.experiment_dir, level=flag_values.level, variant=flag_values.variant,
             replicate=flag_values.replicate, formats=flag_values.format, output=flag_values.output or None,
             quantize=flag_values.quantize, tolerance=flag_values.tolerance,
             check_examples=flag_values.check_examples, representative_examples=flag_values.representative_examples,
         )
-    except ExportCheckError as error:
-        return _fail(CHECK_ERROR, str(error).splitlines()[0])
-    except ExportError as error:
-        return _fail(USAGE_ERROR, str(error).splitlines()[0])
     for name, entry in summary["formats"].items():
         print(_describe(name, entry))
     print(f"exported level {summary['level']} (density {summary['density']:.2%}) of {summary['variant']} "

@@ -13,7 +13,8 @@ from tf_lottery.export import FILE_NAMES, FORMATS, SUMMARY_FILE, default_output
 from tf_lottery.export import saved_model as dense_export
 from tf_lottery.export import sparse as sparse_export
 from tf_lottery.export import tflite as tflite_export
-from tf_lottery.export.source import Experiment, ExportCheckError, ExportError, TrainedRun, initial_weights, load_run
+from tf_lottery.experiment.reader import Experiment
+from tf_lottery.export.source import ExportCheckError, ExportError, TrainedRun, build_model, load_run
 from tf_lottery.pruning import constraint, masks as masks_lib
 from tf_lottery.training import checkpoints
 from tf_lottery.utils import write_json
@@ -74,12 +75,13 @@ def export_tflite(run: TrainedRun, serving, path: str, images, quantize: str, re
 
 def export_ticket(run: TrainedRun, path: str, metadata: Dict) -> Dict:
     """Writes the untrained ticket: the run's masks over the weights it was reset to."""
-    values, names, source = initial_weights(run.experiment, run.replicate, run.level, run.variant)
-    model = run.experiment.build_model()
+    values, names, source = run.experiment.initial_weights(run.replicate, run.level, run.variant)
+    start = run.experiment.start_of(run.replicate, run.level, run.variant)[2]
+    model = build_model(run.experiment)
     checkpoints.assign_weights(model, values, source=source)
     masks_lib.apply_masks(model, run.masks)  # pruned weights become exact zeros
     header = {**metadata, "initial_weights": source,
-              "rewind_iteration": run.experiment.config.pruning.rewind_iteration if source == "theta_rewind" else 0}
+              "rewind_iteration": start}
     ticket_lib.save_ticket(path, header, [v.numpy() for v in constraint.model_weights(model)], names, run.masks)
     return {"bytes": os.path.getsize(path), "initial_weights": source}
 
@@ -95,7 +97,7 @@ def export(experiment_dir: str, level, variant: str, replicate: int, formats: It
     experiment = Experiment.open(experiment_dir)
     level = experiment.resolve_level(level, replicate, variant, tolerance)
     if "ticket" in formats:
-        initial_weights(experiment, replicate, level, variant)  # fails now, before anything is written
+        experiment.initial_weights(replicate, level, variant)  # fails now, before anything is written
     output = os.path.abspath(output or default_output(experiment.paths.root, replicate, level, variant))
     os.makedirs(output, exist_ok=True)
     # A mixed-precision training process (main.py --export_final) must still export float32 networks.

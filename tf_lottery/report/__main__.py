@@ -7,7 +7,8 @@ experiment with nothing finished still gets a report saying so.
 import argparse
 import sys
 
-from tf_lottery.report import ReportError, build_report
+from tf_lottery.errors import Error
+from tf_lottery.report import build_report
 
 
 def main(argv=None) -> int:
@@ -21,9 +22,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result = build_report(args.experiment_dir, args.output, args.tolerance)
-    except ReportError as error:
-        sys.stderr.write(f"tf_lottery.report: error: {error}\n")
-        return 2
+    except Error as error:
+        sys.stderr.write(f"tf_lottery.report: error: {error.one_line()}\n")
+        return error.exit_code
     for experiment in result["experiments"]:
         missing = len(experiment.missing_runs())
         state = f"{missing} planned run(s) not finished" if missing else "complete"

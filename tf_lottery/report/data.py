@@ -1,27 +1,19 @@
-"""What a report reads from an experiment folder, and the per-level summaries it shows.
+"""What a report shows of an experiment folder: the per-level summaries and curves.
 
-Reads only files (results.csv, metrics.csv, config.json, flags.cfg): no TensorFlow,
-so a report can be built while the experiment is still training, from whatever
-has finished, and it lists what has not.
+Reads through the experiment reader (results.csv, metrics.csv, config.json,
+flags.cfg): no TensorFlow, so a report can be built while the experiment is still
+training, from whatever has finished, and it lists what has not.
 """
 
-import csv
 import dataclasses
-import glob
-import json
 import math
 import os
-import re
 from typing import Dict, List, Optional, Tuple
 
-from tf_lottery.export import selection
-
-VARIANTS = ("imp", "reinit", "random_prune")
-NUMERIC_COLUMNS = (
-    "density", "remaining_weights", "total_weights", "final_test_accuracy", "early_stop_iteration",
-    "early_stop_test_accuracy", "best_val_accuracy", "final_validation_accuracy", "final_test_loss",
-    "early_stop_validation_loss", "final_iteration", "train_seconds",
-)
+from tf_lottery.config import VARIANTS
+from tf_lottery.errors import UsageError
+from tf_lottery.experiment import reader, results, selection
+from tf_lottery.experiment.paths import ExperimentPaths
 # Settings that say where or how a run was shown, not what it computed: never
 # the difference worth naming between two overlaid experiments.
 NOT_A_DIFFERENCE = {
@@ -30,8 +22,7 @@ NOT_A_DIFFERENCE = {
 }
 
 
-class ReportError(ValueError):
-    """A folder that is not an experiment; the message names it."""
+ReportError = UsageError  # what build_report raises for a folder that is not an experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +60,10 @@ class Experiment:
     @property
     def name(self) -> str:
         return os.path.basename(os.path.normpath(self.directory))
+
+    @property
+    def paths(self) -> ExperimentPaths:
+        return ExperimentPaths(self.directory)
 
     @property
     def oneshot(self) -> bool:
@@ -109,70 +104,11 @@ class Experiment:
         return missing
 
 
-def read_rows(path: str) -> List[Dict]:
-    """results.csv as dicts with ints for replicate/level and floats for the metrics."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["replicate"], row["level"] = int(row["replicate"]), int(row["level"])
-        for column in NUMERIC_COLUMNS:
-            if column in row:
-                row[column] = selection.number(row[column])
-    return rows
-
-
-def read_curve(path: str, split: str = "test", metric: str = "accuracy") -> Dict[int, float]:
-    """{iteration: value} of one split/metric in a run's metrics.csv ({} if absent)."""
-    curve = {}
-    if not os.path.exists(path):
-        return curve
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == split and row["metric"] == metric:
-                curve[int(row["iteration"])] = selection.number(row["value"])
-    return curve
-
-
-def run_directory(experiment_dir: str, replicate: int, level: int, variant: str) -> str:
-    # The layout of tf_lottery.lottery.paths, spelt out here so reading a report
-    # does not import the runner (and with it TensorFlow).
-    return os.path.join(experiment_dir, f"replicate_{replicate}", f"level_{level:02d}", variant)
-
-
-def _in_progress_runs(directory: str) -> List[Tuple[int, int, str, int]]:
-    """Runs with a metrics.csv but no result.json: started, not finished."""
-    runs = []
-    pattern = os.path.join(directory, "replicate_*", "level_*", "*", "metrics.csv")
-    for metrics in sorted(glob.glob(pattern)):
-        run = os.path.dirname(metrics)
-        if os.path.exists(os.path.join(run, "result.json")):
-            continue
-        match = re.search(r"replicate_(\d+)[/\\]level_(\d+)[/\\]([a-z_]+)$", run)
-        if not match:
-            continue
-        iterations = read_curve(metrics, "train", "loss") or read_curve(metrics)
-        runs.append((int(match.group(1)), int(match.group(2)), match.group(3), max(iterations, default=0)))
-    return runs
-
-
 def load_experiment(directory: str) -> Experiment:
-    """Reads one experiment folder; raises ReportError if it is not one."""
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isdir(directory):
-        raise ReportError(f"--experiment_dir: {directory} does not exist")
-    if not os.path.exists(config_path):
-        raise ReportError(f"--experiment_dir: {directory} has no config.json; is it an experiment folder?")
-    with open(config_path) as f:
-        config = json.load(f).get("config", {})
-    flags_path = os.path.join(directory, "flags.cfg")
-    flags_lines = []
-    if os.path.exists(flags_path):
-        with open(flags_path) as f:
-            flags_lines = [line.strip() for line in f if line.strip()]
-    return Experiment(directory, config, flags_lines, read_rows(os.path.join(directory, "results.csv")),
-                      _in_progress_runs(directory))
+    """Reads one experiment folder; raises reader.NotAnExperiment (a UsageError) if it is not one."""
+    experiment = reader.Experiment.open(directory)
+    in_progress = [(r, level, name, i) for r, level, name, i in experiment.unfinished_runs() if "/" not in name]
+    return Experiment(directory, experiment.stored_config, experiment.flags, experiment.table(), in_progress)
 
 
 def _format_value(value) -> str:
@@ -224,14 +160,14 @@ def matching_density(experiment: Experiment, variant: str = "imp",
                      tolerance: float = selection.DEFAULT_TOLERANCE) -> Optional[Tuple[int, float]]:
     """(level, density) of the sparsest level that still matches the dense network.
 
-    The rule is export's "best" level (tf_lottery.export.selection.best_level): mean
+    The rule is export's "best" level (tf_lottery.experiment.selection.best_level): mean
     early-stop test accuracy at most `tolerance` below level 0's, walking from the
     dense end and stopping at the first level that falls behind. None when level 0
     has not finished or no level of `variant` matches.
     """
     try:
         level = selection.best_level(experiment.rows, tolerance, variant)
-    except ValueError:
+    except selection.NoMatchingLevel:
         return None
     return level, level_densities(experiment)[level]
 
@@ -241,8 +177,8 @@ def curves(experiment: Experiment, level: int, variant: str) -> Dict[int, Summar
     values: Dict[int, List[float]] = {}
     replicates = sorted({r["replicate"] for r in experiment.rows if r["level"] == level and r["variant"] == variant})
     for replicate in replicates:
-        path = os.path.join(run_directory(experiment.directory, replicate, level, variant), "metrics.csv")
-        for iteration, value in read_curve(path).items():
+        path = experiment.paths.run(replicate, level, variant).metrics
+        for iteration, value in results.curve(path).items():
             values.setdefault(iteration, []).append(value)
     summaries = {i: Summary.of(v) for i, v in sorted(values.items())}
     return {i: s for i, s in summaries.items() if s is not None}
