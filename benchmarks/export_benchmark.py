@@ -41,7 +41,7 @@ from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.export import exporter, saved_model as dense_export, sparse as sparse_export  # noqa: E402
 from tf_lottery.export.source import Experiment, TrainedRun  # noqa: E402
 from tf_lottery.lottery.paths import ExperimentPaths  # noqa: E402
-from tf_lottery.pruning import masks as masks_lib, strategies  # noqa: E402
+from tf_lottery.pruning import constraint, masks as masks_lib, strategies  # noqa: E402
 
 # The flagfiles' schedules (flags/lenet300_mnist.cfg, flags/conv2_cifar10.cfg) and their datasets.
 SETUPS = {
@@ -59,15 +59,15 @@ def pruned_run(name: str, target: float, seed: int = 0) -> TrainedRun:
     config = ExperimentConfig.from_flat({"model": name, "dataset": setup["dataset"], **setup["rates"]})
     info = data.DatasetInfo(setup["dataset"], setup["shape"], 10, setup["mean"], setup["std"])
     model = models.build(name, setup["shape"], 10, seed=seed)
-    groups = strategies.groups(strategies.layer_rates(model, config.pruning), "layerwise")
-    sizes = {n: int(np.prod(k.shape)) for n, k in masks_lib.get_kernels(model).items()}
-    rates = dict(strategies.layer_rates(model, config.pruning))
+    rates = dict(strategies.weight_rates(model, config.pruning))
+    groups = strategies.groups(rates, "layerwise")
+    sizes = {path: int(np.prod(w.shape)) for path, w in masks_lib.prunable_values(model).items()}
 
     def density(level):
         return sum(strategies.expected_counts(sizes, rates, "layerwise", level).values()) / sum(sizes.values())
 
     level = min(range(MAX_LEVEL + 1), key=lambda lv: abs(density(lv) - target))
-    run_masks = strategies.magnitude_masks(masks_lib.get_kernels(model), masks_lib.ones_like_model(model), groups, level)
+    run_masks = strategies.magnitude_masks(masks_lib.prunable_values(model), masks_lib.ones_like_model(model), groups, level)
     masks_lib.apply_masks(model, run_masks)
     experiment = Experiment(ExperimentPaths(f"benchmark-{name}"), config, info, [])
     return TrainedRun(experiment, 0, level, "imp", model, run_masks, {})
@@ -84,7 +84,7 @@ class SparseOpsServing(tf.Module):
         self.scale = tf.constant(1.0 / (255.0 * std))
         self.offset = tf.constant(-np.asarray(info.mean, np.float32) / std)
         self.layers_spec, self.kernels, self.biases = [], [], []
-        for layer in dense_export.walk_layers(network):
+        for layer in constraint.walk_layers(network):
             if isinstance(layer, keras.layers.Dense):
                 kernel_t = layer.kernel.numpy().T
                 alive = np.argwhere(kernel_t != 0)

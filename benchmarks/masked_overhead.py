@@ -29,24 +29,21 @@ import tf_keras as keras  # noqa: E402
 from tf_lottery import data, models  # noqa: E402
 from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.data import pipeline  # noqa: E402
-from tf_lottery.pruning import constraint, masks, strategies  # noqa: E402
+from tf_lottery.pruning import constraint, masks, prunable, strategies  # noqa: E402
 from tf_lottery.training.loop import Trainer  # noqa: E402
 
 DEFAULT_SHAPES = {"lenet300_100": (28, 28, 1), "mlp": (28, 28, 1)}
 
 
 def unmasked_copy(model: keras.Model) -> keras.Model:
-    """The same architecture and weights with every kernel constraint removed."""
+    """The same architecture and weights with every MaskConstraint and mask removed."""
 
     def clone(layer):
-        config = layer.get_config()
-        if "kernel_constraint" in config:
-            config["kernel_constraint"] = None
-        return layer.__class__.from_config(config)
+        return layer.__class__.from_config(constraint.without_masks(layer.get_config()))
 
     plain = keras.models.clone_model(model, clone_function=clone)
     plain.set_weights([v.numpy() for v in constraint.model_weights(model)])
-    assert not constraint.prunable_layers(plain)
+    assert not prunable.prunable_weights(plain) and not constraint.mask_variables(plain)
     return plain
 
 
@@ -81,8 +78,8 @@ def main():
                                         iterations=args.iterations + 1)
     masked = models.build(args.model, input_shape, info.num_classes, seed=0)
     plain = unmasked_copy(masked)
-    rates = {name: 1.0 - args.density for name in strategies.layer_rates(masked, config.pruning)}
-    pruned = strategies.magnitude_masks(masks.get_kernels(masked), masks.ones_like_model(masked),
+    rates = {path: 1.0 - args.density for path in strategies.weight_rates(masked, config.pruning)}
+    pruned = strategies.magnitude_masks(masks.prunable_values(masked), masks.ones_like_model(masked),
                                         strategies.groups(rates, "layerwise"), 1)
     masks.apply_masks(masked, pruned)
     strategy = tf.distribute.get_strategy()
@@ -109,9 +106,7 @@ def main():
             if repeat:
                 times[name].append((time.perf_counter() - started) / args.iterations)
                 cpu_times[name].append((time.process_time() - cpu_started) / args.iterations)
-    zeros_kept = all(
-        np.all(layer.kernel.numpy()[pruned[layer.name] == 0] == 0) for layer in constraint.prunable_layers(masked)
-    )
+    zeros_kept = all(np.all(w.variable.numpy()[pruned[w.path] == 0] == 0) for w in prunable.prunable_weights(masked))
     masked_s, plain_s = statistics.median(times["masked"]), statistics.median(times["plain"])
     print(f"model {args.model} batch {args.batch_size} optimizer {args.optimizer} density {args.density:.0%} "
           f"iterations {args.iterations} x {args.repeats} repeats, tensorflow {tf.__version__}, {os.cpu_count()} CPUs")

@@ -67,7 +67,7 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
     from tf_lottery.config import ExperimentConfig
     from tf_lottery.lottery import runner
-    from tf_lottery.pruning import constraint, masks as masks_lib
+    from tf_lottery.pruning import constraint, masks as masks_lib, prunable
     from tf_lottery.training import checkpoints
 
     experiment_values, output_dir = json.loads(sys.argv[1]), sys.argv[2]
@@ -80,31 +80,31 @@ MIRRORED_SCRIPT = textwrap.dedent('''
         strategy, model, paths = experiment.strategy, experiment.model, experiment.paths
         saved = masks_lib.load(paths.run(0, 1, "imp").mask)
         layers = {}
-        for layer in constraint.prunable_layers(model):
-            kernels = replicas(strategy, layer.kernel)
-            masks = replicas(strategy, layer.kernel_constraint.mask)
-            pruned = saved[layer.name] == 0
-            layers[layer.name] = dict(
+        for weight in prunable.prunable_weights(model):
+            kernels = replicas(strategy, weight.variable)
+            masks = replicas(strategy, weight.mask)
+            pruned = saved[weight.path] == 0
+            layers[weight.path] = dict(
                 replicas=len(kernels), pruned=int(pruned.sum()),
                 nonzero_pruned=[int(np.count_nonzero(k[pruned])) for k in kernels],
-                masks_equal_saved=[bool(np.array_equal(m, saved[layer.name])) for m in masks],
+                masks_equal_saved=[bool(np.array_equal(m, saved[weight.path])) for m in masks],
                 kernels_identical=all(np.array_equal(k, kernels[0]) for k in kernels),
-                kernel_dtype=layer.kernel.dtype.name, mask_dtype=layer.kernel_constraint.mask.dtype.name,
-                compute_dtype=layer.compute_dtype,
+                kernel_dtype=weight.variable.dtype.name, mask_dtype=weight.mask.dtype.name,
+                compute_dtype=weight.layer.compute_dtype,
             )
         # A reset (theta_0, then the mask) must reach every replica, not only the first.
         theta = checkpoints.read_weights(paths.theta_init(0))
         checkpoints.assign_weights(model, theta)
         masks_lib.apply_masks(model, saved)
         reset_ok = []
+        mask_of = {id(w.variable): saved[w.path] for w in prunable.prunable_weights(model)}
         for variable, value in zip(constraint.model_weights(model), theta):
-            layer_mask = next((saved[l.name] for l in constraint.prunable_layers(model) if l.kernel is variable), 1.0)
-            reset_ok += [bool(np.array_equal(r, value * layer_mask)) for r in replicas(strategy, variable)]
+            reset_ok += [bool(np.array_equal(r, value * mask_of.get(id(variable), 1.0)))
+                         for r in replicas(strategy, variable)]
         final = np.load(paths.run(0, 1, "imp").final_weights)
         final_pruned_nonzero = sum(
-            int(np.count_nonzero(final[f"w{i:04d}"][saved[l.name] == 0]))
-            for i, v in enumerate(constraint.model_weights(model))
-            for l in constraint.prunable_layers(model) if l.kernel is v)
+            int(np.count_nonzero(final[f"w{i:04d}"][mask_of[id(v)] == 0]))
+            for i, v in enumerate(constraint.model_weights(model)) if id(v) in mask_of)
         return dict(layers=layers, reset_ok=reset_ok, final_pruned_nonzero=final_pruned_nonzero,
                     final_dtypes=sorted({final[k].dtype.name for k in final.files if k != "names"}),
                     loss_scaling=bool(experiment.trainer.loss_scaling))

@@ -57,30 +57,30 @@ def _cifar10_model(name):
 @pytest.mark.parametrize("flagfile", ["resnet18", "resnet18_rewind", "vgg19", "vgg19_rewind"])
 def test_deep_networks_rank_all_convolutions_in_one_group_and_leave_fc_dense(flagfile):
     config = config_from_flagfile(flagfile)
-    rates = strategies.layer_rates(_cifar10_model(config.model.model), config.pruning)
-    convolutions = tuple(name for name in rates if name != "output")
+    rates = strategies.weight_rates(_cifar10_model(config.model.model), config.pruning)
+    convolutions = tuple(path for path in rates if path != "output/kernel")
     assert len(convolutions) == {"resnet18": 21, "vgg19": 16}[config.model.model]
-    assert strategies.groups(rates, config.pruning.pruning_scope) == [(convolutions, 0.2), (("output",), 0.0)]
+    assert strategies.groups(rates, config.pruning.pruning_scope) == [(convolutions, 0.2), (("output/kernel",), 0.0)]
 
 
 def test_global_pruning_keeps_the_largest_magnitudes_across_layers():
     config = config_from_flagfile("resnet18")
     model = models.build(config.model.model, (32, 32, 3), 10, seed=0)
-    groups = strategies.groups(strategies.layer_rates(model, config.pruning), config.pruning.pruning_scope)
-    kernels = masks.get_kernels(model)
+    groups = strategies.groups(strategies.weight_rates(model, config.pruning), config.pruning.pruning_scope)
+    kernels = masks.prunable_values(model)
     first = next(iter(kernels))
     kernels[first] = kernels[first] * 1e-4  # a layer of tiny weights: global pruning takes it first
     level1 = strategies.magnitude_masks(kernels, masks.ones_like_model(model), groups, 1)
-    assert np.all(level1["output"] == 1)
-    conv = [name for name in kernels if name != "output"]
+    assert np.all(level1["output/kernel"] == 1)
+    conv = [path for path in kernels if path != "output/kernel"]
     kept = np.concatenate([np.abs(kernels[n])[level1[n] == 1] for n in conv])
     pruned = np.concatenate([np.abs(kernels[n])[level1[n] == 0] for n in conv])
     assert kept.size == strategies.keep_count(kept.size + pruned.size, 0.2, 1)
     assert pruned.max() <= kept.min(), "global pruning keeps the largest magnitudes across all layers"
-    densities = masks.layer_densities(level1)
+    densities = masks.weight_densities(level1)
     assert densities[first] == 0.0 and max(densities[n] for n in conv) > 0.8, "not layerwise"
     level2 = strategies.magnitude_masks(kernels, level1, groups, 2)
-    assert np.all(level2["output"] == 1)
+    assert np.all(level2["output/kernel"] == 1)
     assert sum(int(level2[n].sum()) for n in conv) == strategies.keep_count(kept.size + pruned.size, 0.2, 2)
 
 
@@ -91,12 +91,12 @@ def test_conv_networks_prune_layerwise_at_the_table_rates(flagfile, conv_rate):
     config = config_from_flagfile(flagfile)
     assert config.pruning.pruning_scope == "layerwise"
     model = models.build(config.model.model, (32, 32, 3), 10, seed=0)
-    rates = strategies.layer_rates(model, config.pruning)
-    expected = {name: conv_rate for name in rates if name.startswith("conv")}
-    expected.update(fc1=0.2, fc2=0.2, output=0.1)  # the output layer at half the FC rate
+    rates = strategies.weight_rates(model, config.pruning)
+    expected = {path: conv_rate for path in rates if path.startswith("conv")}
+    expected.update({"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1})  # output at half the FC rate
     assert rates == expected
     groups = strategies.groups(rates, "layerwise")
-    level1 = strategies.magnitude_masks(masks.get_kernels(model), masks.ones_like_model(model), groups, 1)
+    level1 = strategies.magnitude_masks(masks.prunable_values(model), masks.ones_like_model(model), groups, 1)
     for name, mask in level1.items():
         assert int(mask.sum()) == strategies.keep_count(mask.size, rates[name], 1), name
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import models
-from tf_lottery.pruning import constraint
+from tf_lottery.pruning import constraint, prunable
 
 CIFAR10 = ((32, 32, 3), 10)
 
@@ -15,7 +15,7 @@ CIFAR10 = ((32, 32, 3), 10)
 # last printed digit: the table rounds (38.6K is printed 38K), so agreement means
 # "within one unit of the printed figure".
 EXPECTED = {
-    # name: (all kernels, conv kernels, prunable layers)
+    # name: (all kernels, conv kernels, prunable weights)
     "conv2": (4_300_992, 38_592, 5),
     "conv4": (2_425_024, 259_776, 7),
     "conv6": (2_261_184, 1_144_512, 9),
@@ -34,9 +34,9 @@ FAMILY_INIT = {"conv": "GlorotNormal", "resnet": "HeNormal", "vgg": "HeNormal"}
 
 
 def _kernel_counts(model):
-    layers = constraint.prunable_layers(model)
-    conv = sum(int(np.prod(l.kernel.shape)) for l in layers if isinstance(l, keras.layers.Conv2D))
-    return sum(int(np.prod(l.kernel.shape)) for l in layers), conv, len(layers)
+    weights = prunable.prunable_weights(model)
+    conv = sum(int(np.prod(w.variable.shape)) for w in weights if w.kind == "conv")
+    return sum(int(np.prod(w.variable.shape)) for w in weights), conv, len(weights)
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +106,18 @@ def test_forward_shape_with_100_classes(name):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_only_conv_and_dense_kernels_are_prunable(cifar_models, name):
     model = cifar_models[name]
-    prunable = constraint.prunable_layers(model)
+    weights = prunable.prunable_weights(model)
     every_kernel_layer = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
-    assert prunable == every_kernel_layer
-    masked = {id(l.kernel) for l in prunable}
+    assert [w.layer for w in weights] == every_kernel_layer
+    assert [w.path for w in weights] == [f"{l.name}/kernel" for l in every_kernel_layer]
+    masked = {id(w.variable) for w in weights}
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             assert not any(id(v) in masked for v in layer.weights)
             assert getattr(layer, "kernel_constraint", None) is None
         if getattr(layer, "bias", None) is not None:
             assert layer.bias_constraint is None, f"{layer.name}'s bias must not be pruned"
-    assert len(constraint.mask_variables(model)) == len(prunable)
+    assert len(constraint.mask_variables(model)) == len(weights)
     has_batchnorm = any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
     assert has_batchnorm == (name in ("resnet18", "vgg19"))
 
@@ -124,8 +125,8 @@ def test_only_conv_and_dense_kernels_are_prunable(cifar_models, name):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_initialisers_follow_the_paper(cifar_models, name):
     family = "conv" if name.startswith("conv") else name.rstrip("0123456789")
-    for layer in constraint.prunable_layers(cifar_models[name]):
-        assert type(layer.kernel_initializer).__name__ == FAMILY_INIT[family], layer.name
+    for weight in prunable.prunable_weights(cifar_models[name]):
+        assert type(weight.layer.kernel_initializer).__name__ == FAMILY_INIT[family], weight.path
 
 
 def test_dropout_only_in_the_dropout_variants_and_only_while_training():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tf_lottery import models
-from tf_lottery.config import ExperimentConfig
+from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.pruning import masks, strategies
 
 
@@ -14,22 +14,22 @@ def _model():
 
 def _scores(model, seed=0):
     rng = np.random.default_rng(seed)
-    return {name: rng.normal(size=k.shape) for name, k in masks.get_kernels(model).items()}
+    return {name: rng.normal(size=k.shape) for name, k in masks.prunable_values(model).items()}
 
 
 def test_default_rates_prune_output_at_half_rate_and_ignore_layers():
     model = _model()
     pruning = ExperimentConfig().replace(prune_rate=0.2).pruning
-    assert strategies.layer_rates(model, pruning) == {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    assert strategies.weight_rates(model, pruning) == {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
     pruning = ExperimentConfig().replace(prune_rate=0.2, output_prune_rate=0.0, prune_layers_ignore=("fc2",)).pruning
-    assert strategies.layer_rates(model, pruning) == {"fc1": 0.2, "fc2": 0.0, "output": 0.0}
-    with pytest.raises(ValueError, match="no prunable layer named fc9"):
-        strategies.layer_rates(model, ExperimentConfig().replace(prune_layers_ignore=("fc9",)).pruning)
+    assert strategies.weight_rates(model, pruning) == {"fc1/kernel": 0.2, "fc2/kernel": 0.0, "output/kernel": 0.0}
+    with pytest.raises(ConfigError, match="no prunable layer or weight named fc9"):
+        strategies.weight_rates(model, ExperimentConfig().replace(prune_layers_ignore=("fc9",)).pruning)
 
 
 def test_layerwise_iterative_density_is_exact_at_every_level():
     model = _model()
-    rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    rates = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
     groups = strategies.groups(rates, "layerwise")
     current = masks.ones_like_model(model)
     for level in range(1, 16):
@@ -40,12 +40,12 @@ def test_layerwise_iterative_density_is_exact_at_every_level():
             assert np.count_nonzero(mask) == int(np.floor(size * (1 - rates[name]) ** level + 0.5))
             assert np.all(current[name][mask == 1] == 1), "a pruned weight came back"
         current = new
-    assert masks.layer_densities(current)["fc1"] == pytest.approx(0.8 ** 15, abs=1 / 235200)
+    assert masks.weight_densities(current)["fc1/kernel"] == pytest.approx(0.8 ** 15, abs=1 / 235200)
 
 
 def test_oneshot_reaches_the_iterative_density_from_dense_weights():
     model = _model()
-    rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    rates = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
     scores = _scores(model)
     oneshot = strategies.magnitude_masks(scores, masks.ones_like_model(model), strategies.groups(rates, "layerwise"), 7)
     for name, mask in oneshot.items():
@@ -60,25 +60,25 @@ def test_oneshot_reaches_the_iterative_density_from_dense_weights():
 def test_global_pruning_ranks_across_layers_and_keeps_group_totals():
     model = _model()
     scores = _scores(model)
-    scores["fc2"] = scores["fc2"] * 1e-3  # fc2 holds the smallest magnitudes
-    rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.0}
+    scores["fc2/kernel"] = scores["fc2/kernel"] * 1e-3  # fc2 holds the smallest magnitudes
+    rates = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.0}
     groups = strategies.groups(rates, "global")
-    assert groups == [(("fc1", "fc2"), 0.2), (("output",), 0.0)]
+    assert groups == [(("fc1/kernel", "fc2/kernel"), 0.2), (("output/kernel",), 0.0)]
     new = strategies.magnitude_masks(scores, masks.ones_like_model(model), groups, 1)
-    total = new["fc1"].size + new["fc2"].size
-    assert np.count_nonzero(new["fc1"]) + np.count_nonzero(new["fc2"]) == strategies.keep_count(total, 0.2, 1)
-    assert np.count_nonzero(new["fc2"]) == 0, "the 30,000 smallest weights are all in fc2 and go first"
-    assert np.all(new["output"] == 1), "a 0% group stays dense"
+    fc1, fc2 = new["fc1/kernel"], new["fc2/kernel"]
+    assert np.count_nonzero(fc1) + np.count_nonzero(fc2) == strategies.keep_count(fc1.size + fc2.size, 0.2, 1)
+    assert np.count_nonzero(new["fc2/kernel"]) == 0, "the 30,000 smallest weights are all in fc2 and go first"
+    assert np.all(new["output/kernel"] == 1), "a 0% group stays dense"
 
 
 def test_random_masks_keep_per_layer_counts_but_move_positions():
     model = _model()
     ticket = strategies.magnitude_masks(_scores(model), masks.ones_like_model(model),
-                                        strategies.groups({"fc1": .5, "fc2": .5, "output": .5}, "layerwise"), 2)
+                                        strategies.groups(dict.fromkeys(masks.get_masks(model), .5), "layerwise"), 2)
     random = strategies.random_masks(ticket, seed=3)
     assert masks.counts(random) == masks.counts(ticket)
-    assert not np.array_equal(random["fc1"], ticket["fc1"])
-    np.testing.assert_array_equal(strategies.random_masks(ticket, seed=3)["fc1"], random["fc1"])
+    assert not np.array_equal(random["fc1/kernel"], ticket["fc1/kernel"])
+    np.testing.assert_array_equal(strategies.random_masks(ticket, seed=3)["fc1/kernel"], random["fc1/kernel"])
 
 
 def test_expected_counts_match_the_plan_for_both_scopes():

@@ -1,4 +1,4 @@
-"""The pruning plan of an experiment: prunable layers, their rates and the density at every level.
+"""The pruning plan of an experiment: prunable weights, their rates and the density at every level.
 
 Building it validates what flag checks alone cannot (model and dataset names,
 --prune_layers_ignore) without reading data or training; `--dry_run` prints it.
@@ -8,23 +8,23 @@ import dataclasses
 from typing import Dict, List, Tuple
 
 from tf_lottery import data, models
-from tf_lottery.pruning import constraint, strategies
+from tf_lottery.pruning import constraint, prunable, strategies
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     model_name: str
     dataset: data.DatasetInfo
-    layers: Tuple[Tuple[str, str, Tuple[int, ...], int, float], ...]  # name, kind, shape, size, rate
+    weights: Tuple[Tuple[str, str, Tuple[int, ...], int, float], ...]  # path, kind, shape, size, rate
     total_parameters: int
 
     @property
     def sizes(self) -> Dict[str, int]:
-        return {name: size for name, _, _, size, _ in self.layers}
+        return {path: size for path, _, _, size, _ in self.weights}
 
     @property
     def rates(self) -> Dict[str, float]:
-        return {name: rate for name, _, _, _, rate in self.layers}
+        return {path: rate for path, _, _, _, rate in self.weights}
 
     def densities(self, scope: str, levels: int) -> List[float]:
         """Overall density of the prunable weights at each level 0..levels."""
@@ -40,30 +40,31 @@ def model_options(config) -> dict:
 
 
 def make_plan(config) -> Plan:
-    """Validates model, dataset and ignored layers; raises with a one-line message."""
+    """Validates model, dataset and ignored weights; raises with a one-line message."""
     spec_info = data.describe(config.data.dataset, config.data.data_dir)
     models.spec(config.model.model)
     model = models.build(config.model.model, spec_info.input_shape, spec_info.num_classes, **model_options(config))
-    rates = strategies.layer_rates(model, config.pruning)
-    kinds = strategies.layer_kinds(model)
-    layers = tuple(
-        (layer.name, kinds[layer.name], tuple(layer.kernel.shape), int(layer.kernel.shape.num_elements()), rates[layer.name])
-        for layer in constraint.prunable_layers(model)
+    rates = strategies.weight_rates(model, config.pruning)
+    kinds = strategies.weight_kinds(model)
+    weights = tuple(
+        (w.path, kinds[w.path], tuple(w.variable.shape), int(w.variable.shape.num_elements()), rates[w.path])
+        for w in prunable.prunable_weights(model)
     )
     total = sum(int(v.shape.num_elements()) for v in constraint.model_weights(model))
-    return Plan(config.model.model, spec_info, layers, total)
+    return Plan(config.model.model, spec_info, weights, total)
 
 
 def format_plan(plan: Plan, config) -> str:
     scope, levels = config.pruning.pruning_scope, config.pruning.levels
+    width = max([24] + [len(path) + 2 for path, *_ in plan.weights])  # resnet paths pass 24 characters
     lines = [
         f"model {plan.model_name} on {plan.dataset.name} (input {plan.dataset.input_shape}, "
         f"{plan.dataset.num_classes} classes): {plan.total_parameters:,} parameters, "
         f"{sum(plan.sizes.values()):,} prunable",
-        f"{'layer':<24}{'kind':<8}{'shape':<22}{'weights':>12}{'rate':>8}",
+        f"{'weight':<{width}}{'kind':<10}{'shape':<22}{'size':>12}{'rate':>8}",
     ]
-    for name, kind, shape, size, rate in plan.layers:
-        lines.append(f"{name:<24}{kind:<8}{str(shape):<22}{size:>12,}{rate:>8.3f}")
+    for path, kind, shape, size, rate in plan.weights:
+        lines.append(f"{path:<{width}}{kind:<10}{str(shape):<22}{size:>12,}{rate:>8.3f}")
     lines.append(f"{config.pruning.prune_mode} {scope} pruning, {levels} levels; variants: {', '.join(config.variants)}")
     lines.append(f"{'level':>5}{'density':>10}{'remaining':>12}")
     total = sum(plan.sizes.values())

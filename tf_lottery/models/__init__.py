@@ -1,33 +1,42 @@
 """Model registry: `names()` and `build(name, input_shape, num_classes)`.
 
-Every model is an ordinary tf_keras model whose prunable kernels carry a
-MaskConstraint with its mask variable attached. Model files register themselves
-on import; the imports at the bottom make every model known.
+Every model is an ordinary tf_keras model whose prunable weights carry a
+MaskConstraint with its mask variable attached, and which knows its output
+layers (pruned at the output rate). Model files register themselves on import;
+the imports at the bottom make every model known.
 """
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import tf_keras as keras
 
 from tf_lottery import registry
-from tf_lottery.pruning import constraint
+from tf_lottery.pruning import prunable
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     factory: Callable[..., keras.Model]
     augment: bool = False  # whether training augmentation is on by default
+    outputs: Tuple[str, ...] = ("output",)  # the output layers' names: their weights have kind "output"
 
 
 _MODELS = registry.Registry[ModelSpec]("model")
 
 
-def register(name: str, augment: bool = False):
-    """Decorator: registers `factory(input_shape, num_classes, **options)` under `name`."""
+def register(name: str, augment: bool = False, outputs: Sequence[str] = ("output",)):
+    """Decorator: registers `factory(input_shape, num_classes, **options)` under `name`.
+
+    Args:
+      name: the --model name.
+      augment: whether training augmentation is on by default.
+      outputs: names of the model's output layers, whose prunable weights are
+        pruned at the output rate; every model here names its head "output".
+    """
 
     def add(factory):
-        _MODELS.register(name, ModelSpec(factory, augment))
+        _MODELS.register(name, ModelSpec(factory, augment, tuple(outputs)))
         return factory
 
     return add
@@ -46,11 +55,12 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, seed: int = N
 
     Create it under `strategy.scope()` to distribute its variables and masks.
     """
-    factory = _MODELS.get(name).factory
+    model_spec = _MODELS.get(name)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    model = factory(tuple(input_shape), int(num_classes), **options)
-    return constraint.attach_masks(model)
+    model = model_spec.factory(tuple(input_shape), int(num_classes), **options)
+    prunable.declare_outputs(model, model_spec.outputs)
+    return prunable.attach_masks(model)
 
 
 # pylint: disable=wrong-import-position,unused-import

@@ -1,79 +1,74 @@
-"""Mask sets: {prunable layer name: 0/1 array}, their densities and their files."""
+"""Mask sets: {prunable weight path: 0/1 float32 array}, their densities and their files.
+
+A path is '<model layer name>/<attribute>' (tf_lottery.pruning.prunable). Mask
+files are written and read by tf_lottery.experiment.files, which reads the files
+of experiments made before masks were keyed by weight ('fc1' means 'fc1/kernel').
+"""
 
 import collections
-import os
 from typing import Dict, Mapping
 
 import numpy as np
 
-from tf_lottery.pruning import constraint
-from tf_lottery.utils import atomic_path
+from tf_lottery.errors import RunError
+from tf_lottery.experiment.files import Masks, exists, read_masks, write_masks
+from tf_lottery.pruning import prunable
 
-Masks = Dict[str, np.ndarray]
+save, load = write_masks, read_masks
+__all__ = ["Masks", "get_masks", "prunable_values", "ones_like_model", "apply_masks", "counts",
+           "weight_densities", "density", "save", "load", "exists"]
 
 
 def get_masks(model) -> Masks:
     return collections.OrderedDict(
-        (layer.name, layer.kernel_constraint.mask.numpy().astype(np.float32))
-        for layer in constraint.prunable_layers(model)
+        (w.path, w.mask.numpy().astype(np.float32)) for w in prunable.prunable_weights(model)
     )
 
 
-def get_kernels(model) -> Dict[str, np.ndarray]:
-    return collections.OrderedDict(
-        (layer.name, layer.kernel.numpy()) for layer in constraint.prunable_layers(model)
-    )
+def prunable_values(model) -> Dict[str, np.ndarray]:
+    """The current values of the prunable weights: what magnitude pruning ranks."""
+    return collections.OrderedDict((w.path, w.variable.numpy()) for w in prunable.prunable_weights(model))
 
 
 def ones_like_model(model) -> Masks:
     return collections.OrderedDict(
-        (layer.name, np.ones(layer.kernel.shape, np.float32))
-        for layer in constraint.prunable_layers(model)
+        (w.path, np.ones(w.variable.shape, np.float32)) for w in prunable.prunable_weights(model)
     )
 
 
 def apply_masks(model, masks: Mapping[str, np.ndarray]):
-    """Sets the model's masks and zeroes the pruned kernel weights (on every replica)."""
-    layers = {layer.name: layer for layer in constraint.prunable_layers(model)}
-    if set(layers) != set(masks):
-        raise ValueError(
-            f"mask layers {sorted(masks)} do not match the model's prunable layers {sorted(layers)}"
-        )
-    for name, layer in layers.items():
-        mask = np.asarray(masks[name], np.float32)
-        if mask.shape != tuple(layer.kernel.shape):
-            raise ValueError(f"mask for {name} has shape {mask.shape}, kernel {tuple(layer.kernel.shape)}")
-        layer.kernel_constraint.mask.assign(mask)
-        layer.kernel.assign(layer.kernel * mask)
+    """Sets the model's masks and zeroes the pruned weights (on every replica).
+
+    Raises:
+      RunError: the masks are not the model's (other paths or shapes): a mask file
+        of one experiment read for another model.
+    """
+    weights = prunable.prunable_weights(model)
+    paths = [w.path for w in weights]
+    if set(paths) != set(masks):
+        raise RunError(f"masks for {', '.join(sorted(masks)) or 'no weights'} do not match the model's "
+                       f"prunable weights {', '.join(sorted(paths))}")
+    for weight in weights:
+        mask = np.asarray(masks[weight.path], np.float32)
+        if mask.shape != tuple(weight.variable.shape):
+            raise RunError(f"mask for {weight.path} has shape {mask.shape}, "
+                           f"the weight {tuple(weight.variable.shape)}")
+    for weight in weights:
+        mask = np.asarray(masks[weight.path], np.float32)
+        weight.mask.assign(mask)
+        weight.variable.assign(weight.variable * mask)
 
 
 def counts(masks: Mapping[str, np.ndarray]) -> Dict[str, int]:
-    return {name: int(np.count_nonzero(m)) for name, m in masks.items()}
+    return {path: int(np.count_nonzero(m)) for path, m in masks.items()}
 
 
-def layer_densities(masks: Mapping[str, np.ndarray]) -> Dict[str, float]:
-    return {name: float(np.count_nonzero(m)) / m.size for name, m in masks.items()}
+def weight_densities(masks: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """The fraction of each prunable weight that remains, by path."""
+    return {path: float(np.count_nonzero(m)) / m.size for path, m in masks.items()}
 
 
 def density(masks: Mapping[str, np.ndarray]) -> float:
     """Fraction of prunable weights remaining."""
     total = sum(m.size for m in masks.values())
     return sum(int(np.count_nonzero(m)) for m in masks.values()) / total if total else 1.0
-
-
-def save(path: str, masks: Mapping[str, np.ndarray]):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **{name: np.asarray(m, np.uint8) for name, m in masks.items()})
-
-
-def load(path: str) -> Masks:
-    try:
-        with np.load(path) as data:
-            return collections.OrderedDict((name, data[name].astype(np.float32)) for name in data.files)
-    except (OSError, ValueError, KeyError) as error:
-        raise IOError(f"cannot read mask file {path}: {error}; delete it to recompute it") from None
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)

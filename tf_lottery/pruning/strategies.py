@@ -1,6 +1,6 @@
 """Which weights to prune: magnitude (layerwise or global) and random masks.
 
-Level L of a layer (or group of layers) with per-level rate p keeps
+Level L of a weight (or group of weights) with per-level rate p keeps
 round(n * (1-p)^L) of its n weights. Counting from n at every level, rather than
 from the previous level's count, keeps the schedule exact to one weight however
 many levels run; iterative and one-shot pruning reach the same densities.
@@ -10,43 +10,54 @@ import collections
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
-import tf_keras as keras
 
-from tf_lottery.pruning import constraint
+from tf_lottery.config import ConfigError
+from tf_lottery.pruning import prunable
 from tf_lottery.pruning.masks import Masks
 
-Group = Tuple[Tuple[str, ...], float]  # (layer names ranked together, per-level rate)
+Group = Tuple[Tuple[str, ...], float]  # (weight paths ranked together, per-level rate)
 
 
-def layer_kinds(model) -> Dict[str, str]:
-    """'conv', 'dense' or 'output' (the last prunable dense layer) per prunable layer."""
-    layers = constraint.prunable_layers(model)
-    kinds = collections.OrderedDict(
-        (layer.name, "conv" if isinstance(layer, keras.layers.Conv2D) else "dense") for layer in layers
-    )
-    dense = [name for name, kind in kinds.items() if kind == "dense"]
-    if dense:
-        kinds[dense[-1]] = "output"
-    return kinds
-
-
-def layer_rates(model, pruning_config) -> Dict[str, float]:
-    """The per-level pruning rate of every prunable layer (0 for ignored layers)."""
-    kinds = layer_kinds(model)
-    unknown = sorted(set(pruning_config.prune_layers_ignore) - set(kinds))
-    if unknown:
-        raise ValueError(
-            f"--prune_layers_ignore: no prunable layer named {', '.join(unknown)}; "
-            f"prunable layers: {', '.join(kinds)}"
-        )
+def weight_kinds(model) -> Dict[str, str]:
+    """The kind of every prunable weight by path: its layer type's, or 'output' for
+    every prunable weight of the layers the model declares as its outputs."""
+    outputs = prunable.output_layers(model)
     return collections.OrderedDict(
-        (name, 0.0 if name in pruning_config.prune_layers_ignore else pruning_config.rate_for(kind))
-        for name, kind in kinds.items()
+        (w.path, "output" if w.layer.name in outputs else w.kind) for w in prunable.prunable_weights(model)
+    )
+
+
+def ignored_paths(model, ignore: Sequence[str]):
+    """The weight paths `--prune_layers_ignore` names: a layer name stands for all its prunable weights.
+
+    Raises:
+      ConfigError: an entry names no prunable layer or weight.
+    """
+    weights = prunable.prunable_weights(model)
+    by_name = collections.defaultdict(set)
+    for w in weights:
+        by_name[w.layer.name].add(w.path)
+        by_name[w.path].add(w.path)
+    unknown = [entry for entry in ignore if entry not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"--prune_layers_ignore: no prunable layer or weight named {', '.join(unknown)}; "
+            f"prunable weights: {', '.join(w.path for w in weights)}"
+        )
+    return set().union(*(by_name[entry] for entry in ignore))
+
+
+def weight_rates(model, pruning_config) -> Dict[str, float]:
+    """The per-level pruning rate of every prunable weight by path (0 for ignored ones)."""
+    ignored = ignored_paths(model, pruning_config.prune_layers_ignore)
+    return collections.OrderedDict(
+        (path, 0.0 if path in ignored else pruning_config.rate_for(kind))
+        for path, kind in weight_kinds(model).items()
     )
 
 
 def groups(rates: Mapping[str, float], scope: str) -> List[Group]:
-    """Layerwise: one group per layer. Global: one group per distinct rate."""
+    """Layerwise: one group per weight. Global: one group per distinct rate."""
     if scope == "layerwise":
         return [((name,), rate) for name, rate in rates.items()]
     by_rate = collections.OrderedDict()
@@ -86,7 +97,7 @@ def magnitude_masks(
 
 
 def random_masks(like: Masks, seed: int) -> Masks:
-    """Masks with the same per-layer counts as `like`, positions drawn at random."""
+    """Masks with the same per-weight counts as `like`, positions drawn at random."""
     rng = np.random.default_rng(seed)
     result = collections.OrderedDict()
     for name, mask in like.items():
@@ -97,7 +108,7 @@ def random_masks(like: Masks, seed: int) -> Masks:
 
 
 def expected_counts(sizes: Mapping[str, int], rates: Mapping[str, float], scope: str, level: int) -> Dict[str, int]:
-    """Remaining weights per layer (layerwise) or per group's first layer (global) at `level`.
+    """Remaining weights per prunable weight (layerwise) or per group (global) at `level`.
 
     For global scope only the group total is fixed, so the value is keyed by the
     group's names joined with '+'.
