@@ -70,7 +70,9 @@ def test_dense_saved_model_is_plain_keras_with_the_pruned_weights_at_exact_zero(
     summary, run = sparsest
     model = keras.models.load_model(summary["formats"]["saved_model"]["path"])
     layers = {layer.name: layer for layer in constraint.walk_layers(model)}
-    for name, mask in run.masks.items():
+    assert sorted(run.masks) == ["fc1/kernel", "output/kernel"]
+    for path, mask in run.masks.items():
+        name = path.split("/")[0]
         kernel = layers[name].kernel.numpy()
         assert layers[name].kernel_constraint is None
         assert np.all(kernel[mask == 0] == 0.0)
@@ -86,7 +88,7 @@ def test_metadata_asset(sparsest):
         assert metadata["model"] == "mlp" and metadata["dataset"]["name"] == "mnist"
         assert (metadata["level"], metadata["variant"], metadata["replicate"]) == (SPARSEST, "imp", 0)
         assert metadata["density"] == pytest.approx(run.density)
-        assert metadata["layer_densities"]["fc1"] == pytest.approx(np.mean(run.masks["fc1"]))
+        assert metadata["weight_densities"]["fc1/kernel"] == pytest.approx(np.mean(run.masks["fc1/kernel"]))
         assert metadata["accuracy"]["early_stop_test_accuracy"] == pytest.approx(run.result["early_stop_test_accuracy"])
         assert "--prune_rate=0.8" in metadata["flags"]
 
@@ -98,14 +100,14 @@ def test_sparse_saved_model_matches_the_dense_export(sparsest):
     sparse_outputs = _serve(summary["formats"]["sparse_saved_model"]["path"], images)
     for key in ("logits", "probabilities"):
         assert np.max(np.abs(dense[key] - sparse_outputs[key])) <= 1e-5
-    assert summary["formats"]["sparse_saved_model"]["encodings"] == {"fc1": "positions", "output": "bitmap"}
+    assert summary["formats"]["sparse_saved_model"]["encodings"] == {"fc1/kernel": "positions", "output/kernel": "bitmap"}
 
 
 def test_sparse_saved_model_stores_no_dense_pruned_kernel(sparsest):
     summary, run = sparsest
     reader = tf.train.load_checkpoint(os.path.join(summary["formats"]["sparse_saved_model"]["path"], "variables", "variables"))
     shapes = [tuple(shape) for shape in reader.get_variable_to_shape_map().values()]
-    assert not any(shape == run.masks["fc1"].shape or shape == run.masks["output"].shape for shape in shapes)
+    assert not any(shape == run.masks["fc1/kernel"].shape or shape == run.masks["output/kernel"].shape for shape in shapes)
 
 
 def test_sparse_sizes_fall_with_density(sparse_by_level):

@@ -1,6 +1,6 @@
 """The dense SavedModel: a plain tf_keras model that serves raw images.
 
-The exported network has its masks folded into the kernels and no MaskConstraint
+The exported network has its masks folded into the weights and no MaskConstraint
 or tf_lottery layer left, so it loads with `tf.saved_model.load` and
 `tf_keras.models.load_model` in a process that has never imported tf_lottery.
 Its `serving_default` signature takes images as the dataset stores them (uint8)
@@ -19,7 +19,7 @@ import tf_keras as keras
 
 from tf_lottery.export.source import ExportError, TrainedRun
 from tf_lottery.models.conv import SeededDropout
-from tf_lottery.pruning import constraint
+from tf_lottery.pruning import constraint, prunable
 
 METADATA_FILE = "tf_lottery_metadata.json"
 SIGNATURE = "serving_default"
@@ -35,25 +35,23 @@ def _plain_layer(layer):
         return _PLAIN_EQUIVALENTS[type(layer)](layer)
     if type(layer).__module__.startswith("tf_lottery"):
         raise ExportError(f"layer {layer.name} ({type(layer).__name__}) has no plain tf_keras equivalent to export")
-    config = layer.get_config()
-    if isinstance(getattr(layer, "kernel_constraint", None), constraint.MaskConstraint):
-        config["kernel_constraint"] = None
+    config = constraint.without_masks(layer.get_config())
     # A mixed-precision run still exports a float32 network: its variables are float32 anyway.
     config["dtype"] = "float32"
     return type(layer).from_config(config)
 
 
 def folded_weights(layer) -> List[np.ndarray]:
-    """A layer's weights without its mask variable, the mask multiplied into the kernel."""
-    kernel_constraint = getattr(layer, "kernel_constraint", None)
-    mask = kernel_constraint.mask if isinstance(kernel_constraint, constraint.MaskConstraint) else None
+    """A layer's weights without its mask variables, each mask multiplied into its weight."""
+    masks = {id(w.variable): w.mask for w in prunable.layer_weights(layer)}
+    mask_ids = {id(mask) for c in constraint.mask_constraints(layer) for mask in c.masks}
     values = []
     for weight in layer.weights:
-        if mask is not None and weight is mask:
+        if id(weight) in mask_ids:
             continue
         value = weight.numpy()
-        if mask is not None and weight is layer.kernel:
-            value = value * mask.numpy()
+        if id(weight) in masks:
+            value = value * masks[id(weight)].numpy()
         values.append(value)
     return values
 

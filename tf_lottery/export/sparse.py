@@ -1,13 +1,13 @@
-"""The sparse SavedModel: pruned kernels stored as their survivors, so the file shrinks with density.
+"""The sparse SavedModel: pruned weights stored as their survivors, so the file shrinks with density.
 
-Each pruned kernel is saved as its surviving values plus their positions, in
-whichever of two encodings is smaller: int32 flat indices (4 bytes a survivor,
-smaller below 1/32 density) or a bitmap (one bit per weight). A kernel whose
-compact form would not be smaller than itself (nothing or little pruned) stays a
-plain dense variable.
+Each pruned weight (a kernel, an embedding table, a recurrent kernel ...) is
+saved as its surviving values plus their positions, in whichever of two
+encodings is smaller: int32 flat indices (4 bytes a survivor, smaller below 1/32
+density) or a bitmap (one bit per weight). A weight whose compact form would not
+be smaller than itself (nothing or little pruned) stays a plain dense variable.
 
-Serving rebuilds the dense kernels once, when the SavedModel is loaded: each
-kernel is a resource whose initializer scatters the survivors into a dense
+Serving rebuilds the dense weights once, when the SavedModel is loaded: each
+is a resource whose initializer scatters the survivors into a dense
 tensor, run by `tf.saved_model.load` and by TF1-style loaders (TF Serving) alike.
 Calls then run the same dense matmuls and convolutions as the dense export, so
 outputs are bit-identical to it and latency is the dense latency; this beat
@@ -26,7 +26,7 @@ from tensorflow.python.eager import context  # anonymous_name(): the only spelli
 
 from tf_lottery.export import saved_model as dense_export
 from tf_lottery.export.source import TrainedRun
-from tf_lottery.pruning import constraint
+from tf_lottery.pruning import prunable
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # np.packbits' default (big-endian) bit order
 
@@ -40,7 +40,7 @@ def encoding_for(size: int, survivors: int) -> str:
 
 
 class DenseKernel(tf.saved_model.experimental.TrackableResource):
-    """A dense kernel rebuilt from its compact encoding when the SavedModel loads."""
+    """A dense weight rebuilt from its compact encoding when the SavedModel loads."""
 
     def __init__(self, name: str, shape, values: tf.Variable, encoded: tf.Variable, encoding: str):
         self._name, self._shape = name, [int(d) for d in shape]
@@ -86,51 +86,50 @@ def encode(kernel: np.ndarray, mask: np.ndarray, encoding: str):
 
 
 class SparseServing(tf.Module):
-    """What the sparse SavedModel tracks: compact kernels, the other weights, metadata and `serve`."""
+    """What the sparse SavedModel tracks: compact weights, the other weights, metadata and `serve`."""
 
     def __init__(self, run: TrainedRun, metadata_path: str):
         super().__init__(name="sparse_serving")
-        model = dense_export.serving_model(run)  # in a closure, not an attribute: its kernels must not be saved
+        model = dense_export.serving_model(run)  # in a closure, not an attribute: its pruned weights must not be saved
+        slots = prunable.slots_by_path(model)
         swapped, self.encodings = {}, {}
         self.kernel_values, self.kernel_positions, self.kernels = [], [], []
-        for layer in constraint.walk_layers(model):
-            if layer.name not in run.masks:
-                continue
-            mask = run.masks[layer.name]
+        for path, mask in run.masks.items():
             encoding = encoding_for(mask.size, int(np.count_nonzero(mask)))
-            self.encodings[layer.name] = encoding
+            self.encodings[path] = encoding
             if encoding == "dense":
                 continue
-            values, encoded = encode(layer.kernel.numpy(), mask, encoding)
-            values = tf.Variable(values, trainable=False, name=f"{layer.name}_kernel_values")
-            encoded = tf.Variable(encoded, trainable=False, name=f"{layer.name}_kernel_{encoding}")
-            kernel = DenseKernel(layer.name, layer.kernel.shape, values, encoded, encoding)
+            slot = slots[path]
+            weight = getattr(slot.owner, slot.attribute)
+            name = path.replace("/", "_")  # 'fc1/kernel': variables fc1_kernel_values, fc1_kernel_bitmap
+            values, encoded = encode(weight.numpy(), mask, encoding)
+            values = tf.Variable(values, trainable=False, name=f"{name}_values")
+            encoded = tf.Variable(encoded, trainable=False, name=f"{name}_{encoding}")
+            kernel = DenseKernel(path, weight.shape, values, encoded, encoding)
             self.kernel_values.append(values)
             self.kernel_positions.append(encoded)
             self.kernels.append(kernel)
-            swapped[layer.name] = (layer, kernel)
-        kept = [w for w in model.weights if not any(w is layer.kernel for layer, _ in swapped.values())]
-        self.weights_kept = kept
+            swapped[path] = (slot, weight, kernel)
+        replaced = {id(weight) for _, weight, _ in swapped.values()}
+        self.weights_kept = [w for w in model.weights if id(w) not in replaced]
         self.tf_lottery_metadata = tf.saved_model.Asset(metadata_path)
 
         def logits(images):
-            # The layers read `self.kernel`; pointing it at the rebuilt tensor while the
-            # function is traced keeps the original kernel variables out of the graph.
-            originals = {}
+            # The layers read `owner.<attribute>` ('kernel', 'embeddings' ...); pointing it at the
+            # rebuilt tensor while the function is traced keeps the original variables out of the graph.
             try:
-                for name, (layer, kernel) in swapped.items():
-                    originals[name] = layer.kernel
-                    object.__setattr__(layer, "kernel", kernel.read())
+                for slot, _, kernel in swapped.values():
+                    object.__setattr__(slot.owner, slot.attribute, kernel.read())
                 return model(images, training=False)
             finally:
-                for name, variable in originals.items():
-                    object.__setattr__(swapped[name][0], "kernel", variable)
+                for slot, weight, _ in swapped.values():
+                    object.__setattr__(slot.owner, slot.attribute, weight)
 
         self.serve = dense_export.make_serve_function(logits, dense_export.input_spec(run))
 
 
 def export_sparse_saved_model(run: TrainedRun, path: str, metadata: Dict) -> Dict[str, str]:
-    """Writes the sparse SavedModel of `run` to `path`; returns {layer: encoding}."""
+    """Writes the sparse SavedModel of `run` to `path`; returns {weight path: encoding}."""
     staging = dense_export.saving_to(path)
     try:
         with tempfile.TemporaryDirectory() as scratch:
