@@ -11,7 +11,7 @@ import tf_keras as keras
 import tf_lottery
 from tf_lottery import export, ticket as ticket_lib
 from tf_lottery.export.source import Experiment, ExportError, initial_weights
-from tf_lottery.pruning import constraint, masks as masks_lib
+from tf_lottery.pruning import constraint, masks as masks_lib, prunable
 from tf_lottery.training import checkpoints
 
 LEVEL = 2
@@ -42,16 +42,16 @@ def test_ticket_file_holds_the_survivors_at_theta0_masks_and_what_made_them(prun
         np.testing.assert_array_equal(ticket.masks[name], mask[name])
     assert ticket.density == pytest.approx(masks_lib.density(mask))
     # Weights in model order: fc1 kernel, fc1 bias, output kernel, output bias.
-    np.testing.assert_array_equal(ticket.weights[0], theta0[0] * mask["fc1"])
+    np.testing.assert_array_equal(ticket.weights[0], theta0[0] * mask["fc1/kernel"])
     np.testing.assert_array_equal(ticket.weights[1], theta0[1])
-    np.testing.assert_array_equal(ticket.weights[2], theta0[2] * mask["output"])
+    np.testing.assert_array_equal(ticket.weights[2], theta0[2] * mask["output/kernel"])
 
 
 def test_load_ticket_rebuilds_the_masked_model(pruned_experiment, ticket_path):
     theta0, mask = _theta0_and_mask(pruned_experiment)
     model = tf_lottery.load_ticket(ticket_path)
-    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1"])
-    np.testing.assert_array_equal(model.get_layer("output").kernel_constraint.mask.numpy(), mask["output"])
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1/kernel"])
+    np.testing.assert_array_equal(masks_lib.get_masks(model)["output/kernel"], mask["output/kernel"])
     np.testing.assert_array_equal(model.get_layer("output").bias.numpy(), theta0[3])
 
 
@@ -71,12 +71,12 @@ def test_a_loaded_ticket_trains_and_keeps_its_mask(ticket_path):
     model = tf_lottery.load_ticket(ticket_path)
     masks = masks_lib.get_masks(model)
     before = _train(model, 10)
-    for layer in constraint.prunable_layers(model):
-        kernel = layer.kernel.numpy()
-        assert np.all(kernel[masks[layer.name] == 0] == 0.0), layer.name
-        alive = masks[layer.name] > 0
-        assert np.any(kernel[alive] != before[layer.kernel.name][alive]), "survivors train"
-    np.testing.assert_array_equal(masks_lib.get_masks(model)["fc1"], masks["fc1"])
+    for weight in prunable.prunable_weights(model):
+        kernel = weight.variable.numpy()
+        assert np.all(kernel[masks[weight.path] == 0] == 0.0), weight.path
+        alive = masks[weight.path] > 0
+        assert np.any(kernel[alive] != before[weight.variable.name][alive]), "survivors train"
+    np.testing.assert_array_equal(masks_lib.get_masks(model)["fc1/kernel"], masks["fc1/kernel"])
 
 
 def test_a_new_output_layer_for_another_class_count(pruned_experiment, ticket_path):
@@ -84,11 +84,26 @@ def test_a_new_output_layer_for_another_class_count(pruned_experiment, ticket_pa
     model = tf_lottery.load_ticket(ticket_path, num_classes=3, seed=1)
     output = model.get_layer("output")
     assert model.output_shape == (None, 3) and tuple(output.kernel.shape) == (32, 3)
-    assert np.all(output.kernel_constraint.mask.numpy() == 1.0)  # the new head is dense
+    assert np.all(masks_lib.get_masks(model)["output/kernel"] == 1.0)  # the new head is dense
     assert np.count_nonzero(output.kernel.numpy()) == 32 * 3
-    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1"])
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1/kernel"])
     _train(model, 3)
-    assert np.all(model.get_layer("fc1").kernel.numpy()[mask["fc1"] == 0] == 0.0)
+    assert np.all(model.get_layer("fc1").kernel.numpy()[mask["fc1/kernel"] == 0] == 0.0)
+
+
+def test_a_ticket_with_masks_keyed_by_layer_name_still_loads(pruned_experiment, ticket_path, tmp_path):
+    """Tickets written before masks were keyed by weight path name the layer alone ('fc1')."""
+    theta0, mask = _theta0_and_mask(pruned_experiment)
+    ticket = ticket_lib.read_ticket(ticket_path)
+    legacy = str(tmp_path / "legacy.npz")
+    ticket_lib.save_ticket(legacy, ticket.header, ticket.weights, ticket.weight_names,
+                           {path.split("/")[0]: m for path, m in ticket.masks.items()})
+    with np.load(legacy) as data:
+        assert "mask/fc1" in data.files and "mask/fc1/kernel" not in data.files
+    assert sorted(ticket_lib.read_ticket(legacy).masks) == ["fc1/kernel", "output/kernel"]
+    model = tf_lottery.load_ticket(legacy)
+    np.testing.assert_array_equal(masks_lib.get_masks(model)["fc1/kernel"], mask["fc1/kernel"])
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), theta0[0] * mask["fc1/kernel"])
 
 
 def test_a_rewound_experiment_exports_theta_k(pruned_experiment, tmp_path):
@@ -108,7 +123,7 @@ def test_a_rewound_experiment_exports_theta_k(pruned_experiment, tmp_path):
     assert summary["formats"]["ticket"]["initial_weights"] == "theta_rewind"
     ticket = ticket_lib.read_ticket(summary["formats"]["ticket"]["path"])
     assert ticket.header["rewind_iteration"] == 20
-    np.testing.assert_array_equal(ticket.weights[0], theta_k[0] * mask["fc1"])
+    np.testing.assert_array_equal(ticket.weights[0], theta_k[0] * mask["fc1/kernel"])
     # Level 0 was trained from θ0 even in a rewound experiment.
     values, _, source = initial_weights(Experiment.open(copy), 0, 0, "imp")
     assert source == "theta_0"

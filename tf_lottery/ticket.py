@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from tf_lottery.experiment.files import weight_path
 from tf_lottery.utils import atomic_path
 
 FORMAT_VERSION = 1
@@ -32,7 +33,7 @@ class Ticket:
     header: Dict[str, Any]
     weights: List[np.ndarray]  # every model variable except masks, in model order
     weight_names: List[str]
-    masks: Dict[str, np.ndarray]  # {prunable layer name: 0/1 float32 array}
+    masks: Dict[str, np.ndarray]  # {prunable weight path ('fc1/kernel'): 0/1 float32 array}
 
     @property
     def density(self) -> float:
@@ -65,7 +66,8 @@ def read_ticket(path: str) -> Ticket:
             count = len([k for k in data.files if k.startswith(_WEIGHT)])
             weights = [data[f"{_WEIGHT}{i:04d}"] for i in range(count)]
             names = [str(data[f"{_NAME}{i:04d}"]) for i in range(count)]
-            masks = {k[len(_MASK):]: data[k].astype(np.float32) for k in data.files if k.startswith(_MASK)}
+            # weight_path: tickets written before masks were keyed by weight name the layer alone.
+            masks = {weight_path(k[len(_MASK):]): data[k].astype(np.float32) for k in data.files if k.startswith(_MASK)}
     except FileNotFoundError:
         raise TicketError(f"no ticket file {path}") from None
     except (OSError, ValueError, KeyError, EOFError) as error:
@@ -78,8 +80,9 @@ def read_ticket(path: str) -> Ticket:
 def load_ticket(path: str, num_classes: Optional[int] = None, seed: Optional[int] = None):
     """Rebuilds the masked tf_keras model of a ticket, untrained and ready to train.
 
-    The model is the registered model the ticket names, its kernels carrying
-    MaskConstraints with the ticket's masks, so training keeps pruned weights at 0.
+    The model is the registered model the ticket names, its prunable weights
+    carrying MaskConstraints with the ticket's masks, so training keeps pruned
+    weights at 0.
 
     Args:
       path: a ticket file written by `tf_lottery.export` (--format=ticket).
@@ -125,6 +128,6 @@ def load_ticket(path: str, num_classes: Optional[int] = None, seed: Optional[int
         if mask.shape == model_masks[name].shape:
             model_masks[name] = mask
         elif classes == original_classes:
-            raise TicketError(f"{path}: mask for {name} has shape {mask.shape}, kernel {model_masks[name].shape}")
+            raise TicketError(f"{path}: mask for {name} has shape {mask.shape}, the weight {model_masks[name].shape}")
     masks_lib.apply_masks(model, model_masks)
     return model
