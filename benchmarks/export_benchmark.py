@@ -39,8 +39,9 @@ import tf_keras as keras  # noqa: E402
 from tf_lottery import data, models  # noqa: E402
 from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.export import exporter, saved_model as dense_export, sparse as sparse_export  # noqa: E402
-from tf_lottery.export.source import Experiment, TrainedRun  # noqa: E402
-from tf_lottery.lottery.paths import ExperimentPaths  # noqa: E402
+from tf_lottery.experiment.paths import ExperimentPaths  # noqa: E402
+from tf_lottery.experiment.reader import Experiment  # noqa: E402
+from tf_lottery.export.source import TrainedRun  # noqa: E402
 from tf_lottery.pruning import constraint, masks as masks_lib, strategies  # noqa: E402
 
 # The flagfiles' schedules (flags/lenet300_mnist.cfg, flags/conv2_cifar10.cfg) and their datasets.
@@ -69,7 +70,7 @@ def pruned_run(name: str, target: float, seed: int = 0) -> TrainedRun:
     level = min(range(MAX_LEVEL + 1), key=lambda lv: abs(density(lv) - target))
     run_masks = strategies.magnitude_masks(masks_lib.prunable_values(model), masks_lib.ones_like_model(model), groups, level)
     masks_lib.apply_masks(model, run_masks)
-    experiment = Experiment(ExperimentPaths(f"benchmark-{name}"), config, info, [])
+    experiment = Experiment(ExperimentPaths(f"benchmark-{name}"), config, config.flat(), info, [])
     return TrainedRun(experiment, 0, level, "imp", model, run_masks, {})
 
 

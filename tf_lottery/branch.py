@@ -24,7 +24,7 @@ quiet.import_tensorflow()  # the branches import TensorFlow: quietly, before the
 from tf_lottery import branches  # noqa: E402
 from tf_lottery import config as config_lib  # noqa: E402
 from tf_lottery import flags as flags_lib  # noqa: E402
-from tf_lottery.errors import USAGE, UsageError  # noqa: E402
+from tf_lottery.errors import UsageError  # noqa: E402
 
 PROG = "tf_lottery.branch"
 # Flags of tf_lottery.main that shape the parent experiment itself, not a branch's runs.
@@ -160,13 +160,8 @@ def main(argv=None) -> int:
         print(__doc__)
         print(flag_values.get_help())
         return 0
-    try:
-        extra = flag_values(argv)
-    except flags.Error as error:
-        cli.fail(PROG, USAGE, str(error).splitlines()[0])
+    cli.parse_flags(PROG, flag_values, argv)
     with cli.one_line_errors(PROG, flag_values.traceback):
-        if len(extra) > 1:
-            raise UsageError(f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
         branch, chosen = prepare(flag_values)
         if flag_values.dry_run:
             print(describe(branch, chosen))

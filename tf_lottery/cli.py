@@ -26,6 +26,18 @@ def fail(prog: str, code: int, message: str):
     sys.exit(code)
 
 
+def parse_flags(prog: str, flag_values, argv):
+    """Parses argv into absl `flag_values`; a bad flag or a stray argument ends in one line, exit 2."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    try:
+        extra = flag_values(argv)
+    except flags.Error as error:
+        fail(prog, errors.USAGE, str(error).splitlines()[0])
+    if len(extra) > 1:
+        fail(prog, errors.USAGE, f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
+
+
 @contextlib.contextmanager
 def one_line_errors(prog: str, show_traceback: bool = False):
     """Turns a tf_lottery error (or Ctrl-C) inside the block into one line and an exit code."""

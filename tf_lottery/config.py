@@ -79,7 +79,7 @@ class PruningConfig:
     prune_rate: float = option(0.2, "Fraction of the remaining dense-layer weights pruned per level.")
     conv_prune_rate: Optional[float] = option(None, "Fraction of the remaining convolution weights pruned per level (default: --prune_rate).")
     output_prune_rate: Optional[float] = option(None, "Fraction of the remaining output-layer weights pruned per level (default: half of --prune_rate, as in the paper).")
-    prune_layers_ignore: Tuple[str, ...] = option((), "Prunable layer names never pruned (their masks stay all ones).")
+    prune_layers_ignore: Tuple[str, ...] = option((), "Layers (all their prunable weights) or weight paths (fc1/kernel) never pruned: their masks stay all ones.")
     rewind_iteration: int = option(0, "Reset survivors to the dense run's weights after this many iterations (0: the original initialisation).")
     controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
 
@@ -237,8 +237,8 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(f"--{unknown[0]}: unknown setting")
         sections = {section: {} for section in SECTIONS}
-        for name, value in values.items():
-            sections[known[name]][name] = value
+        for name, value in values.items():  # JSON gives lists where the fields hold tuples
+            sections[known[name]][name] = tuple(value) if isinstance(value, list) else value
         return cls(**{s: SECTIONS[s](**v) for s, v in sections.items()})
 
     def flat(self) -> Dict[str, Any]:

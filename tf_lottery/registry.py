@@ -40,6 +40,6 @@ class Registry(Generic[T]):
             return self._factories[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: "
+                f"unknown {self.kind} {name!r}; known {self.kind} names: "
                 f"{', '.join(self.names())} (never registered — did you import it?)"
             ) from None

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from tf_lottery.errors import UsageError
 from tf_lottery.experiment.files import weight_path
 from tf_lottery.utils import atomic_path
 
@@ -22,7 +23,7 @@ FORMAT_VERSION = 1
 _HEADER, _WEIGHT, _NAME, _MASK = "header", "weight/", "weight_name/", "mask/"
 
 
-class TicketError(ValueError):
+class TicketError(UsageError):
     """A ticket file that cannot be read or used; the message is one line."""
 
 
@@ -110,7 +111,7 @@ def load_ticket(path: str, num_classes: Optional[int] = None, seed: Optional[int
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in header["model_options"].items()}
     try:
         model = models.build(header["model"], header["input_shape"], classes, seed=seed, **options)
-    except ValueError as error:  # registry.UnknownNameError included
+    except UsageError as error:  # an unknown model name
         raise TicketError(f"{path}: {str(error).splitlines()[0]}") from None
     variables = constraint.model_weights(model)
     if len(variables) != len(ticket.weights):

@@ -64,6 +64,19 @@ def exclusive_lock(path: str, wait: bool = True):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def spans(numbers) -> str:
+    """Sorted distinct numbers as ranges: [1, 2, 3, 5] -> '1-3, 5'."""
+    parts, start = [], None
+    numbers = list(numbers)
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ", ".join(parts)
+
+
 def derive_seed(*parts) -> int:
     """A 31-bit seed determined by `parts` (ints and strings), stable across runs and platforms."""
     digest = hashlib.sha256(repr(parts).encode()).digest()

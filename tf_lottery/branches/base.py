@@ -24,6 +24,7 @@ from tf_lottery.experiment.paths import BranchPaths
 from tf_lottery.experiment.reader import Experiment
 from tf_lottery.training.hooks import Hook
 from tf_lottery.training.run import InitialWeights, RunSpec
+from tf_lottery.utils import derive_seed
 
 # What the default measure() copies from each run's result.json into the branch table.
 MEASURED = ("final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
@@ -99,6 +100,11 @@ class Branch:
     def seed(self, cell: Cell) -> int:
         """The parent replicate's seed."""
         return self.parent.config.run.seed + cell.replicate
+
+    def cell_seed(self, cell: Cell, purpose: str) -> int:
+        """A seed for `purpose` in `cell`; the imp variant's is the one --controls always used."""
+        parts = (purpose, cell.level) if cell.variant == "imp" else (purpose, cell.level, cell.variant)
+        return derive_seed(self.seed(cell), *parts)
 
     def parent_start(self, cell: Cell) -> Tuple[InitialWeights, int]:
         """(initial weights, start iteration) of the parent's run of `cell`."""

@@ -8,7 +8,6 @@ run's. Winning tickets beat it: which weights survive matters, not only how many
 from tf_lottery import branches
 from tf_lottery.branches.base import Branch, Cell
 from tf_lottery.pruning import strategies
-from tf_lottery.utils import derive_seed
 
 
 @branches.register
@@ -19,8 +18,6 @@ class RandomPrune(Branch):
 
     def runs(self, cell: Cell):
         init, start = self.parent_start(cell)
-        # The ticket's seed is the one --controls=random_prune always used, so both give the same run.
-        parts = ("random_prune", cell.level) if cell.variant == "imp" else ("random_prune", cell.level, cell.variant)
         masks = strategies.random_masks(self.parent.masks(cell.replicate, cell.level, cell.variant),
-                                        derive_seed(self.seed(cell), *parts))
+                                        self.cell_seed(cell, "random_prune"))
         return [self.spec(cell, cell.variant, masks, init, start)]

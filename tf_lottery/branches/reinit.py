@@ -8,7 +8,6 @@ tickets beat it: what makes them win is the pairing of mask and initial values.
 from tf_lottery import branches
 from tf_lottery.branches.base import Branch, Cell
 from tf_lottery.training.run import InitialWeights
-from tf_lottery.utils import derive_seed
 
 
 @branches.register
@@ -19,7 +18,5 @@ class Reinit(Branch):
 
     def runs(self, cell: Cell):
         _, start = self.parent_start(cell)
-        # The ticket's seed is the one --controls=reinit always used, so both give the same run.
-        parts = ("reinit", cell.level) if cell.variant == "imp" else ("reinit", cell.level, cell.variant)
-        fresh = InitialWeights.fresh(derive_seed(self.seed(cell), *parts))
+        fresh = InitialWeights.fresh(self.cell_seed(cell, "reinit"))
         return [self.spec(cell, cell.variant, self.parent.masks(cell.replicate, cell.level, cell.variant), fresh, start)]

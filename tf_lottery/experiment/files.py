@@ -46,7 +46,7 @@ def read_masks(path: str, recover: str = RECOMPUTE) -> Masks:
     except FileNotFoundError:
         raise
     except _UNREADABLE as error:
-        raise _corrupt(path, error, recover) from None
+        raise _corrupt(path, error, recover) from error
 
 
 def write_weights(path: str, names: Sequence[str], values: Sequence[np.ndarray]):
@@ -65,7 +65,7 @@ def read_weights(path: str, recover: str = RECOMPUTE) -> List[np.ndarray]:
     except FileNotFoundError:
         raise
     except _UNREADABLE as error:
-        raise _corrupt(path, error, recover) from None
+        raise _corrupt(path, error, recover) from error
 
 
 def read_weight_names(path: str, recover: str = RECOMPUTE) -> List[str]:
@@ -75,7 +75,7 @@ def read_weight_names(path: str, recover: str = RECOMPUTE) -> List[str]:
     except FileNotFoundError:
         raise
     except _UNREADABLE as error:
-        raise _corrupt(path, error, recover) from None
+        raise _corrupt(path, error, recover) from error
 
 
 def read_json(path: str, recover: str = RECOMPUTE):
@@ -85,7 +85,7 @@ def read_json(path: str, recover: str = RECOMPUTE):
     except FileNotFoundError:
         raise
     except _UNREADABLE as error:
-        raise _corrupt(path, error, recover) from None
+        raise _corrupt(path, error, recover) from error
 
 
 def exists(path: str) -> bool:

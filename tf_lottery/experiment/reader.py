@@ -23,6 +23,7 @@ from tf_lottery.data.datasets import DatasetInfo
 from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files, results, selection
 from tf_lottery.experiment.paths import ExperimentPaths, RunPaths, parse_run_folder
+from tf_lottery.utils import spans
 
 
 class NotAnExperiment(UsageError):
@@ -71,7 +72,7 @@ class Experiment:
             raise NotAnExperiment(f"--experiment_dir: {directory} does not exist")
         if not os.path.exists(paths.config):
             raise NotAnExperiment(f"--experiment_dir: {directory} has no config.json; is it an experiment folder?")
-        recover = f"it is written when the experiment starts: run its flags.cfg again with tf_lottery.main"
+        recover = "it is written when the experiment starts: run its flags.cfg again with tf_lottery.main"
         stored = files.read_json(paths.config, recover=recover).get("config", {})
         try:
             config = config_from_stored(stored)
@@ -130,7 +131,7 @@ class Experiment:
             return
         levels = self.finished_levels(replicate, variant)
         raise UnfinishedRun(f"replicate {replicate} level {level} {variant} of {self.paths.root} has not finished "
-                            f"(finished {variant} levels of replicate {replicate}: {_spans(levels) or 'none'})")
+                            f"(finished {variant} levels of replicate {replicate}: {spans(levels) or 'none'})")
 
     def unfinished_runs(self) -> List[Tuple[int, int, str, int]]:
         """(replicate, level, run, last logged iteration) of runs started and not finished;
@@ -170,6 +171,7 @@ class Experiment:
         rule they followed applies: θ0 from iteration 0, or θk from iteration k for
         pruned levels with --rewind_iteration.
         """
+        self.require_finished(replicate, level, variant)
         run = self.run(replicate, level, variant)
         if os.path.exists(run.spec):
             record = files.read_json(run.spec, recover=self._redo(replicate, level, variant))
@@ -231,17 +233,6 @@ class Experiment:
             raise UsageError(f"--level: expected a level number, 'best' or 'final', got {level!r}") from None
         if number not in levels:
             raise UnfinishedRun(f"--level: level {number} of {variant} replicate {replicate} has not finished "
-                                f"(finished levels: {_spans(levels)})")
+                                f"(finished levels: {spans(levels)})")
         return number
 
-
-def _spans(numbers: List[int]) -> str:
-    """[0, 1, 2, 5] as '0-2,5'."""
-    spans, start = [], None
-    for i, n in enumerate(numbers):
-        if start is None:
-            start = n
-        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
-            spans.append(f"{start}-{n}" if n > start else str(n))
-            start = None
-    return ",".join(spans)

@@ -13,7 +13,7 @@ import sys
 from absl import flags
 
 from tf_lottery import cli
-from tf_lottery.errors import USAGE, UsageError
+from tf_lottery.errors import UsageError
 from tf_lottery.export import DEFAULT_TOLERANCE, FORMATS
 
 PROG = "tf_lottery.export"
@@ -56,13 +56,8 @@ def main(argv=None) -> int:
     flag_values = flags.FlagValues()
     define_flags(flag_values)
     argv = sys.argv if argv is None else argv
-    try:
-        extra = flag_values(argv)
-    except flags.Error as error:
-        cli.fail(PROG, USAGE, str(error).splitlines()[0])
+    cli.parse_flags(PROG, flag_values, argv)
     with cli.one_line_errors(PROG, flag_values.traceback):
-        if len(extra) > 1:
-            raise UsageError(f"unexpected arguments {' '.join(extra[1:])!r}; every setting is a --flag")
         if not flag_values.experiment_dir:
             raise UsageError("--experiment_dir is required")
         from tf_lottery import quiet  # pylint: disable=import-outside-toplevel

@@ -12,6 +12,7 @@ import re
 from typing import Dict, List, Optional
 
 from tf_lottery.report import data
+from tf_lottery.utils import spans
 
 TABLE_METRICS = (
     # column, title, kind
@@ -40,18 +41,6 @@ def format_summary(summary: Optional[data.Summary], kind: str) -> str:
     if summary.count > 1:
         text += f" ± {summary.std * scale:.{digits}f}"
     return text
-
-
-def _ranges(levels: List[int]) -> str:
-    """[1, 2, 3, 5] -> '1-3, 5'."""
-    parts, start = [], None
-    for i, level in enumerate(levels):
-        if start is None:
-            start = level
-        if i + 1 == len(levels) or levels[i + 1] != level + 1:
-            parts.append(str(start) if start == level else f"{start}-{level}")
-            start = None
-    return ", ".join(parts)
 
 
 def results_table(experiment: data.Experiment, metric: str, kind: str):
@@ -86,7 +75,7 @@ def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]
         running = {(r, lv, v): it for r, lv, v, it in experiment.in_progress}
         items = []
         for (replicate, variant), levels in sorted(grouped.items(), key=lambda kv: (kv[0][0], data.VARIANTS.index(kv[0][1]))):
-            items.append(f"replicate {replicate}, {variant}: level(s) {_ranges(levels)}")
+            items.append(f"replicate {replicate}, {variant}: level(s) {spans(levels)}")
         for (replicate, level, variant), iteration in sorted(running.items()):
             total = experiment.config.get("iterations", "?")
             items.append(f"in progress: replicate {replicate} level {level} {variant} at iteration {iteration} of {total}")

@@ -123,22 +123,23 @@ def train(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook] = (), wait: boo
 
 
 def _starting_point(spec: RunSpec, bench: Workbench):
-    """(masks, initial weight values) of the run, writing run.json, mask.npz and fresh weights once."""
+    """(masks, initial weight values) of the run; writes run.json, mask.npz and fresh weights once,
+    after everything it reads has been read."""
     paths, chief = spec.paths, bench.is_chief
     run_masks = masks_lib.load(paths.mask) if os.path.exists(paths.mask) else spec.masks
-    root = bench.files.root
-    if chief:
-        if not os.path.exists(paths.mask):
-            masks_lib.save(paths.mask, run_masks)
-        if not os.path.exists(paths.spec):
-            write_json(paths.spec, spec.record(root))
+    names = None
     if spec.init.file is not None:
-        values = files.read_weights(spec.init.file, recover="delete the runs that start from it to recompute it")
+        values = files.read_weights(spec.init.file, recover="delete it and the runs that started from it to compute them again")
     elif os.path.exists(paths.initial_weights):
         values = files.read_weights(paths.initial_weights)
     else:
         names, values = fresh_weights(spec.config, bench.splits(spec.config).info, spec.init.seed)
-        if chief:  # stored, so that this run's ticket can be exported like any other
+    if chief:
+        if not os.path.exists(paths.mask):
+            masks_lib.save(paths.mask, run_masks)
+        if not os.path.exists(paths.spec):
+            write_json(paths.spec, spec.record(bench.files.root))
+        if names is not None:  # stored, so that this run's ticket can be exported like any other
             files.write_weights(paths.initial_weights, names, values)
     return run_masks, values
 
