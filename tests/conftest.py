@@ -64,10 +64,10 @@ def pruned_experiment(tmp_path_factory):
 
     Shared by the export and ticket tests; treat it as read-only.
     """
-    from tf_lottery.lottery import runner  # pylint: disable=import-outside-toplevel
-    from tf_lottery.lottery.paths import ExperimentPaths  # pylint: disable=import-outside-toplevel
+    from tf_lottery.experiment.paths import ExperimentPaths  # pylint: disable=import-outside-toplevel
+    from tf_lottery.lottery import imp  # pylint: disable=import-outside-toplevel
 
     config = small_config(tmp_path_factory.mktemp("pruned"), hidden_units=(32,), prune_rate=0.8, levels=3,
                           experiment_name="pruned")
-    runner.run_experiment(config)
+    imp.run_experiment(config)
     return ExperimentPaths.of(config.run.output_dir, config.experiment_name).root

@@ -16,7 +16,7 @@ from absl import flags
 from tf_lottery import data
 from tf_lottery import flags as flags_lib
 from tf_lottery.lottery import plan as plan_lib
-from tf_lottery.lottery import runner
+from tf_lottery.lottery import imp
 
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 CIFAR_FLAGFILES = (
@@ -98,7 +98,7 @@ def test_flagfile_runs_two_levels_and_writes_results(name, tmp_path, mock_cifar1
     config = parse(name, *overrides)
     plan = plan_lib.make_plan(config)
     assert plan.dataset.input_shape == (32, 32, 3) and plan.dataset.num_classes == 10
-    runner.Experiment(config).run()
+    imp.run_experiment(config)
     with open(os.path.join(tmp_path, name, "results.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     expected = [("0", "imp"), ("1", "imp")] + ([("1", "reinit")] if name in WITH_CONTROL else [])

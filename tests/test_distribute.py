@@ -66,7 +66,7 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     import numpy as np
     import tensorflow as tf
     from tf_lottery.config import ExperimentConfig
-    from tf_lottery.lottery import runner
+    from tf_lottery.lottery import imp
     from tf_lottery.pruning import constraint, masks as masks_lib, prunable
     from tf_lottery.training import checkpoints
 
@@ -77,7 +77,8 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 
     def inspect(experiment):
         """Per-replica state of the last run's model: pruned weights, masks, replica agreement."""
-        strategy, model, paths = experiment.strategy, experiment.model, experiment.paths
+        trainer = experiment.bench.trainer(experiment.config)  # the one every run trained with
+        strategy, model, paths = experiment.bench.strategy, trainer.model, experiment.paths
         saved = masks_lib.load(paths.run(0, 1, "imp").mask)
         layers = {}
         for weight in prunable.prunable_weights(model):
@@ -107,16 +108,16 @@ MIRRORED_SCRIPT = textwrap.dedent('''
             for i, v in enumerate(constraint.model_weights(model)) if id(v) in mask_of)
         return dict(layers=layers, reset_ok=reset_ok, final_pruned_nonzero=final_pruned_nonzero,
                     final_dtypes=sorted({final[k].dtype.name for k in final.files if k != "names"}),
-                    loss_scaling=bool(experiment.trainer.loss_scaling))
+                    loss_scaling=bool(trainer.loss_scaling))
 
     report = {}
     for name, strategy_name, precision in (("single", "default", "float32"), ("mirrored", "mirrored", "float32"),
                                            ("mixed", "mirrored", "mixed_float16")):
         config = ExperimentConfig.from_flat(dict(experiment_values, output_dir=f"{output_dir}/{name}",
                                                  strategy=strategy_name, mixed_precision=precision))
-        experiment = runner.Experiment(config, distribute.make_strategy(config.run))
+        experiment = imp.ImpLoop(config, distribute.make_strategy(config.run))
         experiment.run()
-        report[name] = dict(replicas=experiment.strategy.num_replicas_in_sync, results=experiment.paths.results,
+        report[name] = dict(replicas=experiment.bench.strategy.num_replicas_in_sync, results=experiment.paths.results,
                             **inspect(experiment))
     with open(f"{output_dir}/report.json", "w") as f:
         json.dump(report, f)

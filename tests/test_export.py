@@ -14,8 +14,10 @@ import tf_keras as keras
 from tf_lottery import export
 from tf_lottery.data import pipeline
 from tf_lottery.export import saved_model as dense_export, sparse, tflite
-from tf_lottery.export.source import Experiment, load_run
-from tf_lottery.lottery import results
+from tf_lottery.experiment import results
+from tf_lottery.experiment.reader import Experiment
+from tf_lottery.experiment.selection import NoMatchingLevel
+from tf_lottery.export.source import load_run
 from tf_lottery.pruning import constraint
 
 SPARSEST = 3
@@ -221,14 +223,14 @@ def test_best_level_averages_replicates_and_skips_unfinished_numbers():
 def test_best_level_of_a_control_compares_with_the_dense_imp_run():
     rows = [_row(0, 0.98, 1.0), _row(1, 0.981, 0.5, "reinit"), _row(2, 0.95, 0.25, "reinit")]
     assert export.best_level(rows, variant="reinit") == 1
-    with pytest.raises(ValueError, match="no reinit level"):
+    with pytest.raises(NoMatchingLevel, match="no reinit level"):
         export.best_level(rows[:1] + rows[2:], variant="reinit")
-    with pytest.raises(ValueError, match="level 0"):
+    with pytest.raises(NoMatchingLevel, match="level 0"):
         export.best_level(rows[1:], variant="reinit")
 
 
 def test_best_level_of_the_experiment(pruned_experiment):
-    rows = results.read_results(os.path.join(pruned_experiment, "results.csv"))
+    rows = results.read_table(os.path.join(pruned_experiment, "results.csv"))
     level = Experiment.open(pruned_experiment).resolve_level("best", 0, "imp")
     assert level == export.best_level(rows)
     assert Experiment.open(pruned_experiment).resolve_level("final", 0, "imp") == SPARSEST

@@ -8,7 +8,10 @@ from tf_lottery.export import __main__ as cli
 
 
 def _run(capsys, *args):
-    code = cli.main(["tf_lottery.export", *args])
+    try:
+        code = cli.main(["tf_lottery.export", *args])
+    except SystemExit as exit_:
+        code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -16,8 +19,8 @@ def _run(capsys, *args):
 @pytest.mark.parametrize("args, message", [
     ((), "--experiment_dir is required"),
     (("--experiment_dir={missing}",), "does not exist"),
-    (("--experiment_dir={parent}",), "is not a tf_lottery experiment"),
-    (("--experiment_dir={dir}", "--level=9"), "level 9 of imp replicate 0 has not finished (finished levels: 0, 1, 2, 3)"),
+    (("--experiment_dir={parent}",), "has no config.json"),
+    (("--experiment_dir={dir}", "--level=9"), "level 9 of imp replicate 0 has not finished (finished levels: 0-3)"),
     (("--experiment_dir={dir}", "--level=most"), "expected a level number, 'best' or 'final'"),
     (("--experiment_dir={dir}", "--variant=reinit"), "no finished 'reinit' run"),
     (("--experiment_dir={dir}", "--replicate=2"), "no finished run of replicate 2"),

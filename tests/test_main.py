@@ -21,7 +21,7 @@ from tf_lottery.pruning.strategies import keep_count
 def run_main_in_process(args, capsys):
     """main.run() in this process (no TensorFlow start-up per case): (exit code, stderr)."""
     flag_values = flags.FLAGS
-    main_lib.flags_lib.define_flags(flag_values)
+    main_lib.define_flags()
     try:
         try:
             argv = main_lib._parse_flags(["tf_lottery", *args])
@@ -55,6 +55,9 @@ def _tree_digest(root):
     ("--controls=reinit,bogus", "--controls"),
     ("--batch_size=abc", "--batch_size"),
     ("--no_such_flag=1", "no_such_flag"),
+    ("--iterations=99999999999999999999", "--iterations: 99999999999999999999 does not fit the int64 step counter"),
+    ("--prune_layers_ignore=fc9", "--prune_layers_ignore"),
+    ("--data_seed=-5", "--data_seed"),
 ])
 def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, flag, fragment, capsys):
     output = tmp_path / "out"
@@ -194,3 +197,19 @@ def test_two_processes_sharing_an_experiment_train_each_run_once(tmp_path):
     for metrics in glob.glob(str(tmp_path / "s" / "replicate_*" / "level_*" / "*" / "metrics.csv")):
         keys = [tuple(row[:3]) for row in csv.reader(open(metrics))]
         assert len(keys) == len(set(keys)), f"{metrics} was written by two processes"
+
+
+def test_a_corrupted_theta_0_is_one_line_naming_it_and_how_to_recover(tmp_path, capsys):
+    args = small_flags(tmp_path, levels=0, iterations=20, eval_every=10, experiment_name="t")
+    assert run_main_in_process(args, capsys)[0] in (0, None)
+    theta_0 = tmp_path / "t" / "replicate_0" / "theta_0.npz"
+    with open(theta_0, "r+b") as f:
+        f.truncate(100)
+    runs = glob.glob(str(tmp_path / "t" / "replicate_0" / "**"), recursive=True)
+    before = {p: open(p, "rb").read() for p in runs if os.path.isfile(p)}
+    code, stderr = run_main_in_process([*args, "--levels=1"], capsys)
+    assert code == 1, stderr
+    assert stderr.count("\n") == 1 and f"{theta_0} is truncated or corrupted" in stderr and "delete" in stderr, stderr
+    assert {p: open(p, "rb").read() for p in before} == before, "a run's file was changed"
+    code, stderr = run_main_in_process([*args, "--levels=1", "--traceback"], capsys)
+    assert code == 1 and "Traceback (most recent call last)" in stderr and "BadZipFile" in stderr

@@ -12,11 +12,17 @@ import sys
 import numpy as np
 import pytest
 
+from absl import flags
+
 from conftest import REPO, small_config
+from tf_lottery import flags as flags_lib
 from tf_lottery import report as report_lib
-from tf_lottery.lottery import results, runner
+from tf_lottery.experiment import results
+from tf_lottery.experiment.reader import Experiment
+from tf_lottery.lottery import imp
 from tf_lottery.report import __main__ as report_main
 from tf_lottery.report import data, figures
+from tf_lottery.utils import write_json
 
 CONTROLS = ("reinit", "random_prune")
 
@@ -27,8 +33,8 @@ def experiments(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_runs")
     two = small_config(root, experiment_name="two", levels=2, controls=CONTROLS, replicates=2)
     one = small_config(root, experiment_name="one", levels=1, controls=CONTROLS, replicates=1, rewind_iteration=20)
-    runner.run_experiment(two)
-    runner.run_experiment(one)
+    imp.run_experiment(two)
+    imp.run_experiment(one)
     return {"two": str(root / "two"), "one": str(root / "one")}
 
 
@@ -80,7 +86,7 @@ def test_writes_every_figure_as_png_and_svg_and_a_self_contained_html(built):
     ("Early-stopping iteration", "early_stop_iteration", 1.0, 0),
 ])
 def test_tables_hold_mean_and_std_of_results_csv(built, experiments, heading, column, scale, digits):
-    rows = results.read_results(os.path.join(experiments["two"], "results.csv"))
+    rows = results.read_table(os.path.join(experiments["two"], "results.csv"))
     with open(built["markdown"]) as f:
         table = _table(f.read(), heading)
     assert sorted(table) == [0, 1, 2]
@@ -107,7 +113,7 @@ def test_density_figure_draws_means_and_starts_controls_from_the_dense_run(exper
     axis = captured["accuracy_vs_density"].axes[0]
     lines = {line.get_label(): line for line in axis.get_lines()}
     assert set(lines) == {"imp", "reinit", "random_prune"}
-    rows = results.read_results(os.path.join(experiments["two"], "results.csv"))
+    rows = results.read_table(os.path.join(experiments["two"], "results.csv"))
     dense, _, _ = _expected(rows, 0, "imp", "final_test_accuracy", 1.0)
     for variant, line in lines.items():
         x, y = line.get_xdata(), line.get_ydata()
@@ -137,7 +143,7 @@ def test_one_replicate_has_no_spread_and_still_draws_everything(experiments, tmp
     with open(result["markdown"]) as f:
         markdown = f.read()
     table = _table(markdown, "Final test accuracy (%)")
-    rows = results.read_results(os.path.join(experiments["one"], "results.csv"))
+    rows = results.read_table(os.path.join(experiments["one"], "results.csv"))
     for level in (0, 1):
         assert "±" not in table[level]["imp"]
         assert table[level]["replicates"] == ("1/0/0" if level == 0 else "1/1/1")
@@ -180,11 +186,11 @@ def _make_partial(source: str, destination: str):
     stored["config"]["levels"] = 3
     with open(os.path.join(destination, "config.json"), "w") as f:
         json.dump(stored, f)
-    rows = results.read_results(os.path.join(destination, "results.csv"))
+    rows = results.read_table(os.path.join(destination, "results.csv"))
     with open(os.path.join(destination, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, results.RESULT_COLUMNS)
         writer.writeheader()
-        writer.writerows(r for r in rows if not (r["replicate"] == "1" and r["level"] == "2" and r["variant"] == "random_prune"))
+        writer.writerows(r for r in rows if not (r["replicate"] == 1 and r["level"] == 2 and r["variant"] == "random_prune"))
 
 
 def test_partial_experiment_shows_finished_levels_and_lists_what_is_missing(experiments, tmp_path):
@@ -200,9 +206,9 @@ def test_partial_experiment_shows_finished_levels_and_lists_what_is_missing(expe
     assert "in progress: replicate 1 level 2 random_prune at iteration 40 of 60" in markdown
     table = _table(markdown, "Final test accuracy (%)")
     assert table[2]["replicates"] == "2/2/1"
-    rows = results.read_results(os.path.join(partial, "results.csv"))
+    rows = results.read_table(os.path.join(partial, "results.csv"))
     only = next(float(r["final_test_accuracy"]) for r in rows
-                if r["level"] == "2" and r["variant"] == "random_prune")
+                if r["level"] == 2 and r["variant"] == "random_prune")
     assert _cell_numbers(table[2]["random_prune"]) == [pytest.approx(only * 100, abs=0.006)]
 
 
@@ -230,3 +236,28 @@ def test_summary_uses_the_sample_standard_deviation():
     summary = data.Summary.of([0.9, 0.95, math.nan, 1.0])
     assert summary.count == 3 and summary.mean == pytest.approx(0.95)
     assert summary.std == pytest.approx(0.05) and (summary.low, summary.high) == (0.9, 1.0)
+
+
+def test_the_committed_lenet_record_replays_unchanged_through_the_reader(tmp_path):
+    """The recorded reproduction's results.csv, in a folder made from its flagfile,
+    gives the committed report's tables and status lines, number for number."""
+    record = os.path.join(REPO, "benchmarks", "results", "lenet300_mnist")
+    flag_values = flags.FlagValues()
+    flags_lib.define_flags(flag_values)
+    flag_values(["test", f"--flagfile={os.path.join(REPO, 'flags', 'lenet300_mnist.cfg')}", "--levels=12",
+                 "--replicates=2", "--controls=reinit,random_prune", "--experiment_name=lenet300_mnist"])
+    config = flags_lib.config_from_flags(flag_values)
+    folder = tmp_path / "lenet300_mnist"
+    os.makedirs(folder)
+    write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
+    shutil.copy(os.path.join(record, "results.csv"), folder)
+    rows = Experiment.open(str(folder)).table()
+    assert len(rows) == 74 and rows[0]["early_stop_iteration"] == 4000
+    result = report_lib.build_report([str(folder)], str(tmp_path / "report"))
+
+    def body(path):  # the experiment's section, up to the flags it lists
+        with open(path) as f:
+            text = f.read()
+        return text[text.index("## Experiment"):text.index("### Flags")]
+
+    assert body(result["markdown"]) == body(os.path.join(record, "report.md"))

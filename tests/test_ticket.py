@@ -1,5 +1,6 @@
 """The untrained ticket: one file that rebuilds the masked model, ready to train."""
 
+import glob
 import json
 import os
 import shutil
@@ -10,7 +11,8 @@ import tf_keras as keras
 
 import tf_lottery
 from tf_lottery import export, ticket as ticket_lib
-from tf_lottery.export.source import Experiment, ExportError, initial_weights
+from tf_lottery.errors import UsageError
+from tf_lottery.experiment.reader import Experiment
 from tf_lottery.pruning import constraint, masks as masks_lib, prunable
 from tf_lottery.training import checkpoints
 
@@ -107,9 +109,12 @@ def test_a_ticket_with_masks_keyed_by_layer_name_still_loads(pruned_experiment, 
 
 
 def test_a_rewound_experiment_exports_theta_k(pruned_experiment, tmp_path):
-    # A copy of the experiment that says it rewound to iteration 20, with a θk file to prove which is read.
+    # A copy of the experiment that says it rewound to iteration 20, with a θk file to prove which is
+    # read; its runs' run.json are removed, as in experiments written before runs recorded their start.
     copy = str(tmp_path / "rewound")
     shutil.copytree(pruned_experiment, copy)
+    for spec in glob.glob(os.path.join(copy, "replicate_0", "level_*", "imp", "run.json")):
+        os.remove(spec)
     with open(os.path.join(copy, "config.json")) as f:
         config = json.load(f)
     config["config"]["rewind_iteration"] = 20
@@ -125,7 +130,7 @@ def test_a_rewound_experiment_exports_theta_k(pruned_experiment, tmp_path):
     assert ticket.header["rewind_iteration"] == 20
     np.testing.assert_array_equal(ticket.weights[0], theta_k[0] * mask["fc1/kernel"])
     # Level 0 was trained from θ0 even in a rewound experiment.
-    values, _, source = initial_weights(Experiment.open(copy), 0, 0, "imp")
+    values, _, source = Experiment.open(copy).initial_weights(0, 0, "imp")
     assert source == "theta_0"
 
 
@@ -137,5 +142,11 @@ def test_bad_tickets_give_one_line_errors(pruned_experiment, ticket_path, tmp_pa
         tf_lottery.load_ticket(str(tmp_path / "junk.npz"))
     with pytest.raises(ticket_lib.TicketError, match="num_classes"):
         ticket_lib.load_ticket(ticket_path, num_classes=0)
-    with pytest.raises(ExportError, match="reinit control"):
-        initial_weights(Experiment.open(pruned_experiment), 0, 1, "reinit")
+    with pytest.raises(UsageError, match="replicate 0 level 1 reinit .* has not finished"):
+        Experiment.open(pruned_experiment).initial_weights(0, 1, "reinit")
+    legacy = str(tmp_path / "legacy")  # a reinit run from before runs stored their initial weights
+    shutil.copytree(pruned_experiment, legacy)
+    shutil.copytree(os.path.join(legacy, "replicate_0", "level_01", "imp"), os.path.join(legacy, "replicate_0", "level_01", "reinit"))
+    os.remove(os.path.join(legacy, "replicate_0", "level_01", "reinit", "run.json"))
+    with pytest.raises(UsageError, match="train it again with tf_lottery.branch --branch=reinit"):
+        Experiment.open(legacy).initial_weights(0, 1, "reinit")

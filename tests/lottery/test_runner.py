@@ -11,8 +11,10 @@ import tensorflow as tf
 from conftest import small_config
 from tf_lottery import data, models
 from tf_lottery.data import pipeline
-from tf_lottery.lottery import runner
-from tf_lottery.lottery.paths import ExperimentPaths
+from tf_lottery.config import ConfigError
+from tf_lottery.experiment.paths import ExperimentPaths
+from tf_lottery.lottery import imp
+from tf_lottery.training.run import DivergenceError
 from tf_lottery.pruning import masks, strategies
 from tf_lottery.training import checkpoints, summaries
 
@@ -20,7 +22,7 @@ from tf_lottery.training import checkpoints, summaries
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     config = small_config(tmp_path_factory.mktemp("runs"), controls=("reinit", "random_prune"), rewind_iteration=20)
-    rows = runner.run_experiment(config)
+    rows = imp.run_experiment(config)
     return config, ExperimentPaths.of(config.run.output_dir, config.experiment_name), rows
 
 
@@ -52,8 +54,8 @@ def test_results_csv_has_a_row_per_run_with_required_columns(experiment):
     assert [(r["level"], r["variant"]) for r in table] == [
         ("0", "imp"), ("1", "imp"), ("1", "reinit"), ("1", "random_prune"),
         ("2", "imp"), ("2", "reinit"), ("2", "random_prune")]
-    sizes = {"fc1": 784 * 16, "output": 16 * 10}
-    rates = {"fc1": 0.5, "output": 0.25}
+    sizes = {"fc1/kernel": 784 * 16, "output/kernel": 16 * 10}
+    rates = {"fc1/kernel": 0.5, "output/kernel": 0.25}
     for row in table:
         level = int(row["level"])
         expected = sum(strategies.expected_counts(sizes, rates, "layerwise", level).values())
@@ -95,7 +97,7 @@ def test_reinit_trains_the_ticket_mask_from_a_fresh_initialisation(experiment):
     config, paths, _ = experiment
     theta_0 = checkpoints.read_weights(paths.theta_init(0))
     run = paths.run(0, 1, "reinit")
-    np.testing.assert_array_equal(masks.load(run.mask)["fc1"], masks.load(paths.run(0, 1, "imp").mask)["fc1"])
+    np.testing.assert_array_equal(masks.load(run.mask)["fc1/kernel"], masks.load(paths.run(0, 1, "imp").mask)["fc1/kernel"])
     start_loss = _metric(run, "validation", "loss", config.pruning.rewind_iteration)
     assert start_loss != pytest.approx(_validation_loss(config, theta_0, masks.load(run.mask)), rel=1e-3)
 
@@ -105,7 +107,7 @@ def test_random_prune_keeps_the_ticket_per_layer_densities(experiment):
     for level in (1, 2):
         ticket, random = masks.load(paths.run(0, level, "imp").mask), masks.load(paths.run(0, level, "random_prune").mask)
         assert masks.counts(random) == masks.counts(ticket)
-        assert not np.array_equal(random["fc1"], ticket["fc1"])
+        assert not np.array_equal(random["fc1/kernel"], ticket["fc1/kernel"])
 
 
 def test_iterative_masks_are_nested_and_pruned_weights_end_at_zero(experiment):
@@ -117,7 +119,7 @@ def test_iterative_masks_are_nested_and_pruned_weights_end_at_zero(experiment):
         model = models.build("mlp", (28, 28, 1), 10, hidden_units=(16,))
         checkpoints.load_weights(model, run.final_weights)
         run_masks = masks.load(run.mask)
-        for name, kernel in masks.get_kernels(model).items():
+        for name, kernel in masks.prunable_values(model).items():
             assert np.all(kernel[run_masks[name] == 0] == 0.0)
             assert np.count_nonzero(kernel) == np.count_nonzero(run_masks[name])
 
@@ -136,7 +138,7 @@ def test_artifacts_and_replayable_flags(experiment):
     metrics = summaries.read_metrics(run.metrics)
     assert {(r["split"], r["metric"]) for r in metrics} >= {
         ("train", "loss"), ("train", "accuracy"), ("train", "learning_rate"), ("validation", "loss"),
-        ("validation", "accuracy"), ("test", "loss"), ("test", "accuracy"), ("mask", "density"), ("mask", "density/fc1")}
+        ("validation", "accuracy"), ("test", "loss"), ("test", "accuracy"), ("mask", "density"), ("mask", "density/fc1/kernel")}
     with open(paths.dataset) as f:
         info = json.load(f)
     assert info["train_size"] == 55000 and info["validation_size"] == 5000
@@ -145,7 +147,7 @@ def test_artifacts_and_replayable_flags(experiment):
 def test_rerun_skips_finished_runs_and_keeps_theta(experiment):
     config, paths, rows = experiment
     stamps = {p: os.stat(p).st_mtime_ns for p in paths.result_files() + [paths.theta_init(0), paths.theta_rewind(0)]}
-    again = runner.run_experiment(config)
+    again = imp.run_experiment(config)
     assert again == rows
     assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps
 
@@ -160,43 +162,43 @@ def test_other_settings_under_the_same_name_are_refused(experiment):
     config, paths, _ = experiment
     before = sorted(os.listdir(paths.root))
     other = config.replace(learning_rate=0.01, experiment_name=config.experiment_name)
-    with pytest.raises(runner.ConfigError, match="--learning_rate"):
-        runner.run_experiment(other)
+    with pytest.raises(ConfigError, match="--learning_rate"):
+        imp.run_experiment(other)
     assert sorted(os.listdir(paths.root)) == before
 
 
 def test_divergence_stops_with_one_line_and_keeps_theta(make_config):
     config = make_config(optimizer="sgd", learning_rate=1e12, levels=0)
-    with pytest.raises(runner.DivergenceError) as error:
-        runner.run_experiment(config)
+    with pytest.raises(DivergenceError) as error:
+        imp.run_experiment(config)
     assert "diverged" in str(error.value) and "\n" not in str(error.value)
     assert os.path.exists(ExperimentPaths.of(config.run.output_dir, config.experiment_name).theta_init(0))
 
 
 def test_oneshot_prunes_level_zero_weights_to_each_level_density(make_config):
     config = make_config(prune_mode="oneshot", levels=2, iterations=40)
-    runner.run_experiment(config)
+    imp.run_experiment(config)
     paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
     model = models.build("mlp", (28, 28, 1), 10, hidden_units=(16,))
     checkpoints.load_weights(model, paths.run(0, 0, "imp").final_weights)
-    dense = masks.get_kernels(model)
+    dense = masks.prunable_values(model)
     for level in (1, 2):
-        mask = masks.load(paths.run(0, level, "imp").mask)["fc1"]
+        mask = masks.load(paths.run(0, level, "imp").mask)["fc1/kernel"]
         keep = int(mask.sum())
         assert keep == strategies.keep_count(mask.size, 0.5, level)
-        assert np.abs(dense["fc1"][mask == 1]).min() >= np.abs(dense["fc1"][mask == 0]).max()
+        assert np.abs(dense["fc1/kernel"][mask == 1]).min() >= np.abs(dense["fc1/kernel"][mask == 0]).max()
 
 
 def test_replicates_run_separately_fill_one_experiment(make_config):
-    first = runner.run_experiment(make_config(replicates=2, replicate=1, levels=1))
+    first = imp.run_experiment(make_config(replicates=2, replicate=1, levels=1))
     assert {r["replicate"] for r in first} == {1}
     config = make_config(replicates=2, levels=1)
     paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
     stamp = os.stat(paths.run(1, 1, "imp").result).st_mtime_ns
-    rows = runner.run_experiment(config)
+    rows = imp.run_experiment(config)
     assert [(r["replicate"], r["level"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert os.stat(paths.run(1, 1, "imp").result).st_mtime_ns == stamp, "replicate 1 was trained twice"
-    runner.run_experiment(make_config(replicates=2, replicate=0, levels=1))
+    imp.run_experiment(make_config(replicates=2, replicate=0, levels=1))
     assert "--replicate=" not in open(paths.flags).read(), "flags.cfg replays the whole experiment"
-    with pytest.raises(runner.ConfigError, match="--replicate"):
+    with pytest.raises(ConfigError, match="--replicate"):
         make_config(replicates=2, replicate=2)
