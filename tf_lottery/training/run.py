@@ -145,6 +145,7 @@ def _starting_point(spec: RunSpec, bench: Workbench):
 
 
 def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Optional[Dict]:
+    """Sets the model to the run's start (or its last checkpoint) and trains it to the end."""
     paths, config, chief = spec.paths, spec.config, bench.is_chief
     run_masks, initial = _starting_point(spec, bench)
     trainer = bench.trainer(config)
@@ -171,15 +172,21 @@ def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Opt
     finally:
         bar.close()
         log.close()
-    checkpoints.save_weights(trainer.model, bench.files.writable(paths.final_weights))
-    result = _result(spec, run.masks, bench.files.writable(paths.metrics), time.time() - started)
+    return _finish(run, time.time() - started, hooks)
+
+
+def _finish(run: ActiveRun, seconds: float, hooks: Sequence[Hook]) -> Optional[Dict]:
+    """Writes final weights and result.json (the chief), drops the checkpoints; returns the result."""
+    spec, bench, paths = run.spec, run.bench, run.spec.paths
+    checkpoints.save_weights(run.model, bench.files.writable(paths.final_weights))
+    result = _result(spec, run.masks, bench.files.writable(paths.metrics), seconds)
     for hook in hooks:
         hook.on_end(run, result)
-    if chief:
+    if bench.is_chief:
         write_json(paths.result, result)
         shutil.rmtree(paths.checkpoints, ignore_errors=True)
         progress.announce(
-            config.run.progress,
+            spec.config.run.progress,
             f"{spec.description}: density {result['density']:.2%} final test accuracy {result['final_test_accuracy']:.4f} "
             f"early stop {result['early_stop_test_accuracy']:.4f} at iteration {result['early_stop_iteration']}",
             bench.stream,
