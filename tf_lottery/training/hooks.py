@@ -11,7 +11,8 @@ The loop in training/run.py calls every hook of a run:
 
 A hook that keeps state across a kill must keep it in the model (masks are model
 variables, so a hook that changes masks is resumed with them) or recompute it in
-on_start. Decisions that every worker of a multi-worker job must take alike
+on_start. result.json's densities are those of the model's masks at the end;
+mask.npz keeps the masks the run started with. Decisions that every worker of a multi-worker job must take alike
 (whether a file exists) belong in on_start, before the run writes anything.
 """
 

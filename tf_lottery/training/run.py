@@ -179,7 +179,8 @@ def _finish(run: ActiveRun, seconds: float, hooks: Sequence[Hook]) -> Optional[D
     """Writes final weights and result.json (the chief), drops the checkpoints; returns the result."""
     spec, bench, paths = run.spec, run.bench, run.spec.paths
     checkpoints.save_weights(run.model, bench.files.writable(paths.final_weights))
-    result = _result(spec, run.masks, bench.files.writable(paths.metrics), seconds)
+    # The model's masks, not the starting ones: a hook may have pruned while it trained.
+    result = _result(spec, masks_lib.get_masks(run.model), bench.files.writable(paths.metrics), seconds)
     for hook in hooks:
         hook.on_end(run, result)
     if bench.is_chief:
