@@ -60,17 +60,19 @@ def _main(argv):
     if len(argv) > 1:
         cli.fail(PROG, USAGE, f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag")
     config = flags_lib.config_from_flags(FLAGS)
+    from tf_lottery.experiment.paths import ExperimentPaths  # pylint: disable=import-outside-toplevel
+    from tf_lottery.experiment.reader import check_compatible  # pylint: disable=import-outside-toplevel
+
+    check_compatible(ExperimentPaths.of(config.run.output_dir, config.experiment_name), config)
     # Started only now, so that --help and flag errors answer before TensorFlow loads.
     start_tensorflow(config.run)
     from tf_lottery import distribute  # pylint: disable=import-outside-toplevel
-    from tf_lottery.experiment.reader import check_compatible  # pylint: disable=import-outside-toplevel
     from tf_lottery.lottery import imp, plan as plan_lib  # pylint: disable=import-outside-toplevel
 
     # Collectives are fixed when the strategy is made: before the plan builds a model.
     strategy = None if config.run.dry_run else distribute.make_strategy(config.run)
     plan = plan_lib.make_plan(config)
     loop = imp.ImpLoop(config, strategy)
-    check_compatible(loop.paths, config)
     if config.run.dry_run:
         print(plan_lib.format_plan(plan, config))
         print(f"experiment folder: {loop.paths.root}")

@@ -118,12 +118,12 @@ def test_toy_branch_trains_its_runs_calls_its_hooks_and_writes_its_table(parent,
     capsys.readouterr()
     assert run_branch(*args) == 0, "a second identical call"
     assert digest(root) == before, "a second identical call trained or rewrote something"
-    assert run_branch(*args[:-2], "--copies=3", "--iterations=28", "--eval_every=14") == 0
+    assert run_branch(*[a for a in args if a != "--levels=0-1"], "--levels=1", "--copies=3") == 0
     hashes = {r["branch_hash"] for r in Experiment.open(root).branch_table("toy")}
     assert len(hashes) == 2, "other options are another branch folder, in the same table"
 
 
-TOY_ARGS = ("--branch=toy", "--levels=1", "--noprogress", "--iterations=200", "--eval_every=50",
+TOY_ARGS = ("--branch=toy", "--levels=1", "--noprogress", "--iterations=100", "--eval_every=50",
             "--checkpoint_every=25", "--deterministic")
 
 
