@@ -93,21 +93,26 @@ def _overrides(branch_class, flag_values) -> dict:
 
 
 def cells(parent, branch, flag_values) -> list:
-    """The (replicate, level, variant) cells to run, each checked to have finished in the parent."""
+    """The (replicate, level, variant) cells to run, each checked to have finished in the parent.
+
+    Without --replicates or --levels, every replicate and level where all the chosen
+    variants have finished (pruned levels only, for branches that need one).
+    """
     from tf_lottery.branches.base import Cell  # pylint: disable=import-outside-toplevel
 
-    rows = parent.rows()
-    replicates = parse_numbers("replicates", flag_values.replicates) or sorted({int(r["replicate"]) for r in rows})
-    finished_levels = sorted({int(r["level"]) for r in rows})
-    levels = parse_numbers("levels", flag_values.levels)
-    if branch.pruned_levels_only:
-        if 0 in levels:
-            raise UsageError(f"--levels: level 0 is the dense network; branch {branch.name} needs a pruned level")
-        finished_levels = [level for level in finished_levels if level > 0]
-    levels = levels or finished_levels
+    finished = {(int(r["replicate"]), int(r["level"]), r["variant"]) for r in parent.rows()}
     variants = [v.strip() for v in flag_values.variants if v.strip()]
+    replicates = parse_numbers("replicates", flag_values.replicates) or sorted(
+        {r for r, _, v in finished if v in variants})
+    levels = parse_numbers("levels", flag_values.levels)
+    if branch.pruned_levels_only and 0 in levels:
+        raise UsageError(f"--levels: level 0 is the dense network; branch {branch.name} needs a pruned level")
+    levels = levels or sorted(
+        {level for _, level, _ in finished if (level > 0 or not branch.pruned_levels_only)
+         and all((r, level, v) in finished for r in replicates for v in variants)})
     if not (replicates and levels and variants):
-        raise UsageError(f"--experiment_dir: {parent.paths.root} has no finished run to branch from")
+        raise UsageError(f"--experiment_dir: {parent.paths.root} has no finished {','.join(variants)} run "
+                         f"for branch {branch.name} to start from")
     chosen = [Cell(r, level, v) for r in replicates for level in levels for v in variants]
     for cell in chosen:
         parent.require_finished(cell.replicate, cell.level, cell.variant)

@@ -250,3 +250,10 @@ def test_a_reinit_ticket_exports_from_the_weights_it_started_from(parent, tmp_pa
     run = os.path.join(root, "replicate_0", "level_01", "reinit")
     fresh, mask = files.read_weights(os.path.join(run, "initial_weights.npz")), files.read_masks(os.path.join(run, "mask.npz"))
     np.testing.assert_array_equal(ticket.weights[0], fresh[0] * mask["fc1/kernel"])
+
+
+def test_default_cells_are_where_every_chosen_variant_finished(parent, capsys):
+    root, _ = parent
+    assert run_branch(f"--experiment_dir={root}", "--branch=toy", "--variants=imp,random_prune", "--dry_run") == 0
+    out = capsys.readouterr().out
+    assert "level 1 random_prune: random_prune_0, random_prune_1" in out and "level 0" not in out
