@@ -25,6 +25,7 @@ from tf_lottery import branches  # noqa: E402
 from tf_lottery import config as config_lib  # noqa: E402
 from tf_lottery import flags as flags_lib  # noqa: E402
 from tf_lottery.errors import UsageError  # noqa: E402
+from tf_lottery.utils import spans  # noqa: E402
 
 PROG = "tf_lottery.branch"
 # Flags of tf_lottery.main that shape the parent experiment itself, not a branch's runs.
@@ -95,15 +96,15 @@ def _overrides(branch_class, flag_values) -> dict:
 def cells(parent, branch, flag_values) -> list:
     """The (replicate, level, variant) cells to run, each checked to have finished in the parent.
 
-    Without --replicates or --levels, every replicate and level where all the chosen
-    variants have finished (pruned levels only, for branches that need one).
+    Without --replicates, every replicate with a finished run; without --levels, every
+    level where all the chosen variants have finished in all of them (pruned levels
+    only, for branches that need one).
     """
     from tf_lottery.branches.base import Cell  # pylint: disable=import-outside-toplevel
 
     finished = {(int(r["replicate"]), int(r["level"]), r["variant"]) for r in parent.rows()}
     variants = [v.strip() for v in flag_values.variants if v.strip()]
-    replicates = parse_numbers("replicates", flag_values.replicates) or sorted(
-        {r for r, _, v in finished if v in variants})
+    replicates = parse_numbers("replicates", flag_values.replicates) or sorted({r for r, _, _ in finished})
     levels = parse_numbers("levels", flag_values.levels)
     if branch.pruned_levels_only and 0 in levels:
         raise UsageError(f"--levels: level 0 is the dense network; branch {branch.name} needs a pruned level")
@@ -111,8 +112,9 @@ def cells(parent, branch, flag_values) -> list:
         {level for _, level, _ in finished if (level > 0 or not branch.pruned_levels_only)
          and all((r, level, v) in finished for r in replicates for v in variants)})
     if not (replicates and levels and variants):
-        raise UsageError(f"--experiment_dir: {parent.paths.root} has no finished {','.join(variants)} run "
-                         f"for branch {branch.name} to start from")
+        where = f"replicate {spans(replicates)}" if replicates else "any replicate"
+        raise UsageError(f"--experiment_dir: {parent.paths.root} has no level where {','.join(variants) or 'no variant'} "
+                         f"finished in {where} for branch {branch.name} to start from")
     chosen = [Cell(r, level, v) for r in replicates for level in levels for v in variants]
     for cell in chosen:
         parent.require_finished(cell.replicate, cell.level, cell.variant)
