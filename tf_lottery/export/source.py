@@ -9,7 +9,6 @@ dataset.
 import dataclasses
 from typing import Any, Dict, Optional
 
-from tf_lottery import models
 from tf_lottery.errors import RunError, UsageError
 from tf_lottery.experiment.reader import Experiment
 from tf_lottery.lottery import plan as plan_lib
@@ -33,8 +32,7 @@ ACCURACY_FIELDS = (
 
 def build_model(experiment: Experiment, num_classes: Optional[int] = None):
     """The experiment's masked model, freshly initialised."""
-    return models.build(experiment.config.model.model, experiment.dataset.input_shape,
-                        num_classes or experiment.dataset.num_classes, **plan_lib.model_options(experiment.config))
+    return plan_lib.build_model(experiment.config, experiment.dataset, num_classes)
 
 
 def model_options(experiment: Experiment) -> Dict[str, Any]:

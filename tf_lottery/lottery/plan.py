@@ -39,11 +39,17 @@ def model_options(config) -> dict:
     return {"hidden_units": config.model.hidden_units} if config.model.hidden_units else {}
 
 
+def build_model(config, info: data.DatasetInfo, num_classes: int = None, seed: int = None):
+    """The experiment's masked model for a dataset (`num_classes` for another head), seeded when asked."""
+    return models.build(config.model.model, info.input_shape, num_classes or info.num_classes, seed=seed,
+                        **model_options(config))
+
+
 def make_plan(config) -> Plan:
     """Validates model, dataset and ignored weights; raises with a one-line message."""
     spec_info = data.describe(config.data.dataset, config.data.data_dir)
     models.spec(config.model.model)
-    model = models.build(config.model.model, spec_info.input_shape, spec_info.num_classes, **model_options(config))
+    model = build_model(config, spec_info)
     rates = strategies.weight_rates(model, config.pruning)
     kinds = strategies.weight_kinds(model)
     weights = tuple(

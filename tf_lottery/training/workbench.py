@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import data, distribute, models
+from tf_lottery import data, distribute
 from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
-from tf_lottery.lottery.plan import model_options
+from tf_lottery.lottery.plan import build_model
 from tf_lottery.pruning import constraint
 from tf_lottery.training.loop import Trainer
 
@@ -21,7 +21,7 @@ from tf_lottery.training.loop import Trainer
 def fresh_weights(config: ExperimentConfig, info: data.DatasetInfo, seed: int) -> Tuple[List[str], List[np.ndarray]]:
     """A new random initialisation of the experiment's model: variable names and values, in model order."""
     # Built outside any strategy scope: only the values are needed, copied by position.
-    model = models.build(config.model.model, info.input_shape, info.num_classes, seed=seed, **model_options(config))
+    model = build_model(config, info, seed=seed)
     variables = constraint.model_weights(model)
     return [v.name for v in variables], [v.numpy() for v in variables]
 
@@ -66,7 +66,7 @@ class Workbench:
                config.run.mixed_precision)
         if key not in self._trainers:
             with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
-                model = models.build(config.model.model, info.input_shape, info.num_classes, **model_options(config))
+                model = build_model(config, info)
                 self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
                                               mixed_precision=config.run.mixed_precision)
         return self._trainers[key]
