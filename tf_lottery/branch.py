@@ -98,26 +98,31 @@ def cells(parent, branch, flag_values) -> list:
 
     Without --replicates, every replicate with a finished run; without --levels, every
     level where all the chosen variants have finished in all of them (pruned levels
-    only, for branches that need one).
+    only, for branches that need one). Level 0 takes only the imp variant: the
+    controls exist from level 1 on.
     """
     from tf_lottery.branches.base import Cell  # pylint: disable=import-outside-toplevel
 
     finished = {(int(r["replicate"]), int(r["level"]), r["variant"]) for r in parent.rows()}
     variants = [v.strip() for v in flag_values.variants if v.strip()]
+
+    def at(level):  # level 0 is the dense network alone: the controls start at level 1
+        return variants if level > 0 else [v for v in variants if v == "imp"]
+
     replicates = parse_numbers("replicates", flag_values.replicates) or sorted({r for r, _, _ in finished})
     levels = parse_numbers("levels", flag_values.levels)
     if branch.pruned_levels_only and 0 in levels:
         raise UsageError(f"--levels: level 0 is the dense network; branch {branch.name} needs a pruned level")
     levels = levels or sorted(
-        {level for _, level, _ in finished if (level > 0 or not branch.pruned_levels_only)
-         and all((r, level, v) in finished for r in replicates for v in variants)})
+        {level for _, level, _ in finished if (level > 0 or not branch.pruned_levels_only) and at(level)
+         and all(branch.required_run(Cell(r, level, v)) in finished for r in replicates for v in at(level))})
     if not (replicates and levels and variants):
         where = f"replicate {spans(replicates)}" if replicates else "any replicate"
         raise UsageError(f"--experiment_dir: {parent.paths.root} has no level where {','.join(variants) or 'no variant'} "
                          f"finished in {where} for branch {branch.name} to start from")
-    chosen = [Cell(r, level, v) for r in replicates for level in levels for v in variants]
+    chosen = [Cell(r, level, v) for r in replicates for level in levels for v in at(level)]
     for cell in chosen:
-        parent.require_finished(cell.replicate, cell.level, cell.variant)
+        parent.require_finished(*branch.required_run(cell))
     return chosen
 
 
@@ -153,8 +158,9 @@ def describe(branch, chosen: Sequence) -> str:
              f"options: {dataclasses.asdict(branch.options) or 'none'}; overrides: "
              f"{branch.hashed_values()['overrides'] or 'none'}; folder: {branch.folder(chosen[0]).directory}"]
     for cell in chosen:
-        lines.append(f"  replicate {cell.replicate} level {cell.level} {cell.variant}: "
-                     + ", ".join(spec.name for spec in branch.runs(cell)))
+        for part in branch.parts(cell):
+            lines.append(f"  replicate {cell.replicate} level {cell.level} {branch.key(part)}: "
+                         + ", ".join(spec.name for spec in branch.runs(part)))
     return "\n".join(lines)
 
 

@@ -155,7 +155,7 @@ def test_toy_branch_survives_kill_9_and_resumes_to_the_uninterrupted_numbers(par
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--branch=nope",), "unknown branch 'nope'; known branch names: random_prune, reinit, toy"),
+    (("--branch=nope",), "unknown branch 'nope'; known branch names: random_prune, reinit, stability, toy"),
     (("--branch=reinit", "--levels=0"), "level 0 is the dense network"),
     (("--branch=reinit", "--levels=7"), "replicate 0 level 7 imp of"),
     (("--branch=reinit", "--levels=x"), "--levels: expected numbers and ranges"),
@@ -258,4 +258,5 @@ def test_default_cells_are_where_every_chosen_variant_finished(parent, capsys):
     root, _ = parent
     assert run_branch(f"--experiment_dir={root}", "--branch=toy", "--variants=imp,random_prune", "--dry_run") == 0
     out = capsys.readouterr().out
-    assert "level 1 random_prune: random_prune_0, random_prune_1" in out and "level 0" not in out
+    assert "level 1 random_prune: random_prune_0, random_prune_1" in out
+    assert "level 0 imp: imp_0, imp_1" in out and "level 0 random_prune" not in out, "the controls start at level 1"

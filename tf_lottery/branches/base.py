@@ -9,6 +9,17 @@ registered with @branches.register. It declares:
   runs(cell) the RunSpecs to train for one (replicate, level, variant) of the parent;
   measure()  its table rows once they have trained (default: one row per run).
 
+and, when it needs them:
+
+  parts(cell)    the cell split into independent parts, each measured on its own
+                 (the stability branch: one part per rewind iteration and pair kind);
+                 options listed in `part_options` choose the parts, so they stay out
+                 of the hash and the table and asking for more parts adds to a folder;
+  prepare(cell)  work its runs need done first, e.g. weights replayed from the parent.
+
+Options with `hashed=False` change only what measure() computes: a finished cell
+whose rows were measured with other values is measured again, never retrained.
+
 It reads the parent only through `self.parent` (experiment.reader.Experiment) and
 writes only where `self.folder(cell)` says: replicate_<r>/level_<LL>/branch_<name>_<hash>/.
 The hash covers its options and the main-command flags given to override the
@@ -16,13 +27,16 @@ parent's settings (`self.config` is the parent's config with them applied).
 """
 
 import dataclasses
-from typing import ClassVar, Dict, List, Mapping, Optional, Tuple
+import os
+import shutil
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from tf_lottery import config as config_lib
 from tf_lottery.experiment import results
 from tf_lottery.experiment.paths import BranchPaths
 from tf_lottery.experiment.reader import Experiment
-from tf_lottery.training.hooks import Hook
+from tf_lottery.training import run as run_lib
+from tf_lottery.training.hooks import Hook, SaveWeightsAt
 from tf_lottery.training.run import InitialWeights, RunSpec
 from tf_lottery.utils import derive_seed
 
@@ -38,11 +52,13 @@ class NoOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One (replicate, level, variant) of the parent experiment that a branch works from."""
+    """One (replicate, level, variant) of the parent experiment that a branch works from,
+    or one part of it (`part`: what Branch.parts put there)."""
 
     replicate: int
     level: int
     variant: str
+    part: Any = None
 
 
 class Branch:
@@ -54,6 +70,7 @@ class Branch:
     columns: ClassVar[Tuple[str, ...]] = ("run",) + MEASURED  # its table's own columns
     pruned_levels_only: ClassVar[bool] = False  # True: level 0 (dense) gives it nothing to do
     prunes: ClassVar[bool] = False  # whether the --prune_* flags mean anything to it
+    part_options: ClassVar[Tuple[str, ...]] = ()  # options that choose parts (see parts())
 
     def __init__(self, parent: Experiment, options=None, overrides: Optional[Mapping] = None):
         self.parent = parent
@@ -73,6 +90,22 @@ class Branch:
         """The runs to train for `cell`, each with a directory under self.folder(cell)."""
         raise NotImplementedError
 
+    def parts(self, cell: Cell) -> List[Cell]:
+        """The independent parts of `cell`, each trained and measured on its own (default: one)."""
+        return [cell]
+
+    def required_run(self, cell: Cell) -> Tuple[int, int, str]:
+        """The parent's run that must have finished for `cell` (default: the cell's own)."""
+        return cell.replicate, cell.level, cell.variant
+
+    def key(self, cell: Cell) -> str:
+        """A name for a part, unique within its branch folder (default: the variant)."""
+        return cell.variant
+
+    def prepare(self, cell: Cell, bench):
+        """Work the cell's runs need before they train (nothing by default)."""
+        del cell, bench
+
     def hooks(self, spec: RunSpec) -> List[Hook]:
         """Hooks for one of its runs (none by default)."""
         del spec
@@ -89,7 +122,8 @@ class Branch:
     def hashed_values(self) -> Dict:
         options = {f.name: config_lib.canonical(getattr(self.options, f.name))
                    for f in dataclasses.fields(self.options)
-                   if f.metadata.get("hashed", True) and getattr(self.options, f.name) != f.default}
+                   if f.metadata.get("hashed", True) and f.name not in self.part_options
+                   and getattr(self.options, f.name) != f.default}
         overrides = {k: config_lib.canonical(v) for k, v in self.overrides.items()
                      if k in config_lib.HASHED}
         return {"options": options, "overrides": overrides}
@@ -111,6 +145,32 @@ class Branch:
         path, label, start = self.parent.start_of(cell.replicate, cell.level, cell.variant)
         return InitialWeights.from_file(path, label), start
 
+    def dense_start(self, replicate: int, iteration: int) -> InitialWeights:
+        """The dense run's weights after `iteration` iterations (θ0, θk or a replay's; see replay_dense)."""
+        label = "theta_0" if iteration == 0 else f"theta_at_{iteration}"
+        return InitialWeights.from_file(self.parent.dense_weights_at(replicate, iteration), label)
+
+    def replay_dense(self, replicate: int, iterations, bench):
+        """Puts the dense run's weights after each of `iterations` on disk, by replaying the
+        parent's level-0 run once up to the latest missing one (its data order, θ0 and
+        settings; bit for bit the same under --deterministic). Resumable like any run."""
+        parent = self.parent
+        missing = sorted({k for k in iterations if k > 0 and not os.path.exists(parent.dense_weights_at(replicate, k))})
+        folder = parent.paths.replay(replicate).directory
+        if not missing:
+            return
+        if bench.is_chief and os.path.exists(os.path.join(folder, "result.json")):
+            shutil.rmtree(folder)  # a finished replay left behind: it stopped before these
+        path, label, start = parent.start_of(replicate, 0, "imp")
+        config = parent.config.replace(progress=self.config.run.progress)
+        spec = RunSpec(directory=folder, config=config, replicate=replicate, level=0, name="replay",
+                       masks=parent.masks(replicate, 0, "imp"), init=InitialWeights.from_file(path, label),
+                       start_iteration=start, data_seed=parent.data_seed_of(replicate, 0, "imp"),
+                       stop_iteration=missing[-1])
+        run_lib.train(spec, bench, [SaveWeightsAt(k, parent.dense_weights_at(replicate, k)) for k in missing])
+        if bench.is_chief:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def spec(self, cell: Cell, name: str, masks, init: InitialWeights, start_iteration: int,
              data_seed: Optional[int] = None) -> RunSpec:
         """A run of this branch named `name` in the cell's folder, with the branch's settings."""
@@ -129,7 +189,12 @@ class Branch:
                        "experiment_hash": self.parent.config.experiment_hash()},
         }
 
+    def measured_options(self) -> Dict:
+        """The options every row records: all but those choosing parts."""
+        return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options)
+                if f.name not in self.part_options}
+
     def table_columns(self) -> Tuple[str, ...]:
-        options = tuple(f.name for f in dataclasses.fields(self.Options))
+        options = tuple(f.name for f in dataclasses.fields(self.Options) if f.name not in self.part_options)
         own = tuple(c for c in self.columns if c not in results.BRANCH_COLUMNS)
         return results.BRANCH_COLUMNS + options + own

@@ -1,10 +1,12 @@
 """Runs a branch over cells of its parent: trains its runs, measures them, rebuilds its table.
 
-Like the IMP loop, every step checks for its output first: a cell whose rows.json
-exists is done, a run whose result.json exists is read, an interrupted run resumes.
-A second identical call trains nothing.
+Like the IMP loop, every step checks for its output first: a cell (or part of one)
+whose rows_<key>.json exists is done, a run whose result.json exists is read, an
+interrupted run resumes. A second identical call trains nothing; one that changes
+only options outside the hash measures the finished runs again.
 """
 
+import dataclasses
 import glob
 import os
 from typing import List, Sequence
@@ -17,7 +19,20 @@ from tf_lottery.experiment.paths import BRANCH_PREFIX, ExperimentPaths
 from tf_lottery.training import run as run_lib
 from tf_lottery.utils import write_json
 
-ROWS_FILE = "rows.json"
+ROWS_PREFIX = "rows_"
+
+
+def rows_path(branch: Branch, cell: Cell) -> str:
+    """Where the measured rows of a cell (or part) are kept, in its branch folder."""
+    return os.path.join(branch.folder(cell).directory, f"{ROWS_PREFIX}{branch.key(cell)}.json")
+
+
+def _measured_alike(branch: Branch, rows: List[dict]) -> bool:
+    """Whether stored rows were measured with the current values of the options outside the hash."""
+    current = vars_of_values(branch.measured_options())
+    unhashed = [f.name for f in dataclasses.fields(branch.options)
+                if not f.metadata.get("hashed", True) and f.name in current]
+    return all(row.get(name) == current[name] for row in rows for name in unhashed)
 
 
 def check_record(branch: Branch, cell: Cell, path: str):
@@ -35,15 +50,16 @@ def check_record(branch: Branch, cell: Cell, path: str):
 
 
 def run_cell(branch: Branch, cell: Cell, bench) -> bool:
-    """Trains and measures one cell; False when another process holds one of its runs."""
+    """Trains and measures one cell (or part); False when another process holds one of its runs."""
     folder = branch.folder(cell)
-    rows_path = os.path.join(folder.directory, ROWS_FILE)
+    path = rows_path(branch, cell)
     if os.path.exists(folder.spec):
         check_record(branch, cell, folder.spec)
     elif bench.is_chief:
         write_json(folder.spec, branch.record(cell))
-    if os.path.exists(rows_path):
+    if os.path.exists(path) and _measured_alike(branch, files.read_json(path, recover="delete it to measure that cell again")):
         return True
+    branch.prepare(cell, bench)
     finished = {}
     for spec in branch.runs(cell):
         result = run_lib.train(spec, bench, branch.hooks(spec), wait=False)
@@ -53,31 +69,41 @@ def run_cell(branch: Branch, cell: Cell, bench) -> bool:
     rows = branch.measure(cell, finished, bench)
     if bench.is_chief:
         common = {"branch": branch.name, "branch_hash": branch.hash, "replicate": cell.replicate,
-                  "level": cell.level, "variant": cell.variant, **vars_of(branch.options)}
-        write_json(rows_path, [{**common, **row} for row in rows])
+                  "level": cell.level, "variant": cell.variant, **vars_of_values(branch.measured_options())}
+        write_json(path, [{**common, **row} for row in rows])
     bench.barrier()
     return True
 
 
-def vars_of(options) -> dict:
-    return {k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in vars(options).items()}
+def vars_of_values(values: dict) -> dict:
+    """Option values as a table holds them (tuples as 'a,b')."""
+    return {k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
 def table_rows(paths: ExperimentPaths, name: str) -> List[dict]:
     """Every measured row of branch `name` in the experiment, over all its settings."""
-    pattern = os.path.join(paths.root, "replicate_*", "level_*", f"{BRANCH_PREFIX}{name}_*", ROWS_FILE)
+    pattern = os.path.join(paths.root, "replicate_*", "level_*", f"{BRANCH_PREFIX}{name}_*", f"{ROWS_PREFIX}*.json")
     rows = []
     for path in glob.glob(pattern):
         if os.path.basename(os.path.dirname(path))[len(BRANCH_PREFIX) + len(name) + 1:].isalnum():
             rows.extend(files.read_json(path, recover="delete it to measure that cell again"))
-    rows.sort(key=lambda r: (r["branch_hash"], r["replicate"], r["level"], r["variant"], str(r.get("run", ""))))
+    rows.sort(key=lambda r: (r["branch_hash"], r["replicate"], r["level"], r["variant"],
+                             *(_sortable(r.get(k)) for k in SORT_KEYS)))
     return rows
 
 
+SORT_KEYS = ("run", "pair", "rewind_iteration")
+
+
+def _sortable(value):
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value or ""))
+
+
 def run_branch(branch: Branch, cells: Sequence[Cell], bench) -> List[dict]:
-    """Runs every cell, then rewrites branches/<name>.csv; returns the table's rows."""
+    """Runs every part of every cell, then rewrites branches/<name>.csv; returns the table's rows."""
     for cell in cells:
-        run_cell(branch, cell, bench)
+        for part in branch.parts(cell):
+            run_cell(branch, part, bench)
     rows = table_rows(branch.parent.paths, branch.name)
     if bench.is_chief:
         results.write_table(branch.parent.paths.branch_table(branch.name), branch.table_columns(), rows)

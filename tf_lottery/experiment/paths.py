@@ -3,6 +3,9 @@
 <output_dir>/<experiment_name>/
   flags.cfg  config.json  dataset.json  results.csv  branches/<branch>.csv
   replicate_<r>/theta_0.npz  theta_rewind.npz
+  replicate_<r>/theta_at_<k>.npz                               the dense run's weights after k
+                                                               iterations, replayed when a branch needs them
+  replicate_<r>/replay/                                        that replay while it trains
   replicate_<r>/level_<LL>/<variant>/                          one run of the IMP loop
   replicate_<r>/level_<LL>/branch_<branch>_<hash>/branch.json  one branch over that level
   replicate_<r>/level_<LL>/branch_<branch>_<hash>/<run>/       a run the branch trained
@@ -117,6 +120,14 @@ class ExperimentPaths:
 
     def theta_rewind(self, replicate: int) -> str:
         return os.path.join(self.replicate(replicate), "theta_rewind.npz")
+
+    def theta_at(self, replicate: int, iteration: int) -> str:
+        """The dense run's weights after `iteration` iterations, when replayed for a branch."""
+        return os.path.join(self.replicate(replicate), f"theta_at_{iteration}.npz")
+
+    def replay(self, replicate: int) -> RunPaths:
+        """The folder of a replay of the dense run while it trains (removed when done)."""
+        return RunPaths(os.path.join(self.replicate(replicate), "replay"))
 
     def level(self, replicate: int, level: int) -> str:
         return os.path.join(self.replicate(replicate), f"level_{level:02d}")

@@ -164,6 +164,24 @@ class Experiment:
     def theta_rewind(self, replicate: int) -> List[np.ndarray]:
         return self._theta(self.paths.theta_rewind(replicate), replicate)
 
+    def dense_weights_at(self, replicate: int, iteration: int) -> str:
+        """The file holding the dense run's weights after `iteration` iterations: θ0, θk
+        (the experiment's rewind point) or a replay's; it may not exist yet (see
+        branches.base.Branch.replay_dense)."""
+        if iteration == 0:
+            return self.paths.theta_init(replicate)
+        rewind = self.paths.theta_rewind(replicate)
+        if iteration == self.config.pruning.rewind_iteration and os.path.exists(rewind):
+            return rewind
+        return self.paths.theta_at(replicate, iteration)
+
+    def data_seed_of(self, replicate: int, level: int, variant: str) -> int:
+        """The data seed a run trained with (run.json, or the rule runs followed before it)."""
+        run = self.run(replicate, level, variant)
+        if os.path.exists(run.spec):
+            return int(files.read_json(run.spec, recover=self._redo(replicate, level, variant))["data_seed"])
+        return self.config.data_seed(replicate)
+
     def start_of(self, replicate: int, level: int, variant: str) -> Tuple[str, str, int]:
         """(initial weights file, its label, start iteration) of a run.
 

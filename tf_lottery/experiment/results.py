@@ -20,8 +20,9 @@ RESULT_COLUMNS = (
     "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
     "train_seconds",
 )
-INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration")
-TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run")
+INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
+                   "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches")
+TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm")
 # Every branch table starts with these; the branch's own measurements follow.
 BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density")
 METRIC_FIELDS = ("iteration", "split", "metric", "value")  # metrics.csv, one row per logged value
@@ -36,10 +37,13 @@ def number(value) -> float:
 
 
 def typed(row: Mapping[str, str]) -> Dict:
-    """A csv row with ints for counts and levels, floats for measurements, strings for names."""
+    """A csv row with ints for counts and levels, floats for measurements, strings for names,
+    booleans for True/False."""
     out = {}
     for key, value in row.items():
-        if key in TEXT_COLUMNS:
+        if value in ("True", "False"):
+            out[key] = value == "True"
+        elif key in TEXT_COLUMNS:
             out[key] = value
         elif key in INTEGER_COLUMNS:
             parsed = number(value)

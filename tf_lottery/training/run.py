@@ -67,6 +67,8 @@ class RunSpec:
       init: where its initial weights come from.
       start_iteration: the iteration its schedule and data stream start at (k when rewinding).
       data_seed: seed of its training data order.
+      stop_iteration: end the run here instead of at the schedule's end (a replay of
+        the start of another run; the schedule is the full one).
     """
 
     directory: str
@@ -78,6 +80,11 @@ class RunSpec:
     init: InitialWeights
     start_iteration: int = 0
     data_seed: int = 0
+    stop_iteration: Optional[int] = None
+
+    @property
+    def end_iteration(self) -> int:
+        return self.stop_iteration or self.config.training.iterations
 
     @property
     def paths(self) -> RunPaths:
@@ -94,8 +101,11 @@ class RunSpec:
             init["file"] = os.path.relpath(self.init.file, root)
         else:
             init.update(seed=self.init.seed, file=os.path.relpath(self.paths.initial_weights, root))
-        return {"name": self.name, "replicate": self.replicate, "level": self.level, "init": init,
-                "start_iteration": self.start_iteration, "data_seed": self.data_seed, "config": self.config.flat()}
+        record = {"name": self.name, "replicate": self.replicate, "level": self.level, "init": init,
+                  "start_iteration": self.start_iteration, "data_seed": self.data_seed, "config": self.config.flat()}
+        if self.stop_iteration:
+            record["stop_iteration"] = self.stop_iteration
+        return record
 
 
 def train(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook] = (), wait: bool = True) -> Optional[Dict]:
@@ -160,7 +170,7 @@ def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Opt
     log = summaries.MetricsLog(bench.files.writable(paths.metrics), paths.directory if chief else None,
                                resume_iteration=iteration if resumed else None)
     run = ActiveRun(spec, bench, trainer, log, run_masks)
-    bar = progress.RunProgress(config.run.progress and chief, spec.description, iteration, config.training.iterations)
+    bar = progress.RunProgress(config.run.progress and chief, spec.description, iteration, spec.end_iteration)
     started = time.time()
     try:
         for hook in hooks:
@@ -199,8 +209,8 @@ def _finish(run: ActiveRun, seconds: float, hooks: Sequence[Hook]) -> Optional[D
     return result
 
 
-def _next_stop(iteration: int, config: ExperimentConfig, hooks: Sequence[Hook]) -> int:
-    total, eval_every, save_every = config.training.iterations, config.training.eval_every, config.training.checkpoint_every
+def _next_stop(iteration: int, total: int, config: ExperimentConfig, hooks: Sequence[Hook]) -> int:
+    eval_every, save_every = config.training.eval_every, config.training.checkpoint_every
     stops = [total, iteration + MAX_STEPS_PER_CALL,
              (iteration // eval_every + 1) * eval_every, (iteration // save_every + 1) * save_every]
     stops += [stop for hook in hooks for stop in [hook.next_stop(iteration)] if stop is not None and stop > iteration]
@@ -210,10 +220,10 @@ def _next_stop(iteration: int, config: ExperimentConfig, hooks: Sequence[Hook]) 
 def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Sequence[Hook]):
     spec, trainer = run.spec, run.trainer
     training = spec.config.training
-    total = training.iterations
+    total = spec.end_iteration
     iterator = iter(run.bench.strategy.distribute_datasets_from_function(_training_input(spec, run.bench, iteration)))
     while iteration < total:
-        target = _next_stop(iteration, spec.config, hooks)
+        target = _next_stop(iteration, total, spec.config, hooks)
         trainer.train(iterator, target - iteration)
         iteration = target
         for hook in hooks:
