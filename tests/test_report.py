@@ -261,3 +261,214 @@ def test_the_committed_lenet_record_replays_unchanged_through_the_reader(tmp_pat
         return text[text.index("## Experiment"):text.index("### Flags")]
 
     assert body(result["markdown"]) == body(os.path.join(record, "report.md"))
+
+
+# Stability: a hand-written branches/stability.csv and its curves ------------------
+
+STABILITY_HASH, OTHER_HASH = "0123abcd", "ffff0000"
+STABILITY_HEADER = (
+    "branch", "branch_hash", "replicate", "level", "variant", "density", "interpolation_points", "train_eval_examples",
+    "batchnorm", "batchnorm_batches", "stable_threshold", "matching_tolerance", "rewind_iteration", "pair",
+    "instability_test", "instability_train", "endpoint_test_error", "max_test_error", "endpoint_train_error",
+    "max_train_error", "l2_distance", "disagreement", "pruning_distance", "stable", "matching", "dense_test_accuracy",
+)
+STABILITY_DENSITIES = {0: 1.0, 1: 0.5, 2: 0.25, 3: 0.125}
+KS = (0, 100, 500)
+UNSTABLE = 0.05  # above the 2% threshold
+# (variant, pair, k, level, replicate) -> (instability_test, matching), where not the default (0.005, True).
+# imp: at k = 0 one replicate is unstable at levels 2 and 3 (their means, 1.85% and 1.55%, are below the 2%
+# threshold: a stable mean is not enough); stable in every replicate at every level from k = 100. Level 3 never
+# matches in both replicates at once, so the sparsest level stable and matching in every replicate is level 2,
+# at k = 100 and 500. reinit: unstable everywhere. random_prune: stable only at level 1 for k = 500.
+# imp from two initialisations: unstable.
+STABILITY_CASES = {
+    ("imp", "data", 0, 2, 1): (0.03, True),
+    ("imp", "data", 0, 3, 0): (0.001, False),
+    ("imp", "data", 100, 3, 0): (0.004, False),
+    ("imp", "data", 500, 3, 1): (0.003, False),
+    ("imp", "data", 0, 3, 1): (0.03, True),
+}
+
+
+def _stability_row(variant, pair, k, level, replicate, branch_hash=STABILITY_HASH):
+    if variant == "reinit" or pair == "init":
+        instability, matching = 0.1 + 0.01 * replicate, False
+    elif variant == "random_prune":
+        instability, matching = (0.01, True) if (level, k) == (1, 500) else (UNSTABLE + 0.01 * level, True)
+    else:
+        instability, matching = STABILITY_CASES.get((variant, pair, k, level, replicate), (0.005 + 0.001 * level, True))
+    endpoint = 0.02 + 0.001 * level + 0.003 * replicate + 0.0001 * k / 100
+    return {
+        "branch": "stability", "branch_hash": branch_hash, "replicate": replicate, "level": level, "variant": variant,
+        "density": STABILITY_DENSITIES[level], "interpolation_points": 5, "train_eval_examples": 1000,
+        "batchnorm": "interpolate", "batchnorm_batches": 10, "stable_threshold": 0.02, "matching_tolerance": 0.005,
+        "rewind_iteration": k, "pair": pair, "instability_test": instability, "instability_train": instability / 2,
+        "endpoint_test_error": endpoint, "max_test_error": endpoint + instability,
+        "endpoint_train_error": endpoint / 2, "max_train_error": endpoint / 2 + instability / 2,
+        "l2_distance": 0.3 + 0.01 * level + 0.05 * replicate, "disagreement": 0.01 + 0.002 * replicate + 0.001 * k / 100,
+        "pruning_distance": 0.5, "stable": instability < 0.02, "matching": matching, "dense_test_accuracy": 0.98,
+    }
+
+
+def _curve(row):
+    """interpolation csv rows whose test barrier is the row's instability (its ends at the endpoint error)."""
+    alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+    bump = (0.0, 0.5, 1.0, 0.5, 0.0)
+    return [{"alpha": a, "split": split, "error": row[f"endpoint_{split}_error"] + b * row[f"instability_{split}"],
+             "loss": 0.1} for a, b in zip(alphas, bump) for split in ("test", "train")]
+
+
+def _stability_experiment(root, name, ks=KS, table=True):
+    """An experiment folder (config.json, flags.cfg; no IMP run) with a stability table and curves over
+    2 replicates, levels 0-3, rewind points `ks`: imp, reinit and random_prune (their level 0 is the
+    dense imp run, so they start at level 1) from two data orders, imp from two initialisations."""
+    folder = root / name
+    config = small_config(root, experiment_name=name, levels=3, replicates=2, controls=CONTROLS)
+    os.makedirs(folder)
+    write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
+    (folder / "flags.cfg").write_text("--model=mlp\n")
+    if not table:
+        return str(folder)
+    rows = [_stability_row(variant, "data", k, level, replicate)
+            for variant in ("imp",) + CONTROLS for k in ks for level in STABILITY_DENSITIES for replicate in (0, 1)
+            if level or variant == "imp"]
+    rows += [_stability_row("imp", "init", 0, level, replicate) for level in STABILITY_DENSITIES for replicate in (0, 1)]
+    # Another training setting measured fewer cells: shown as present, not mixed in.
+    rows += [{**_stability_row("imp", "data", 0, 2, 1, OTHER_HASH), "instability_test": 0.001, "stable": True},
+             {**_stability_row("imp", "data", 0, 3, 1, OTHER_HASH), "instability_test": 0.001, "stable": True}]
+    for row in rows:
+        branch = folder / f"replicate_{row['replicate']}" / f"level_{row['level']:02d}" / f"branch_stability_{row['branch_hash']}"
+        os.makedirs(branch, exist_ok=True)
+        with open(branch / f"interpolation_{row['variant']}_{row['pair']}_k{row['rewind_iteration']}.csv", "w",
+                  newline="") as f:
+            writer = csv.DictWriter(f, ("alpha", "split", "error", "loss"))
+            writer.writeheader()
+            writer.writerows(_curve(row))
+    os.makedirs(folder / "branches")
+    with open(folder / "branches" / "stability.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, STABILITY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def stability_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stability")
+    result = report_lib.build_report([_stability_experiment(root, "stab")], str(root / "report"))
+    with open(result["markdown"]) as f:
+        result["text"] = f.read()
+    return result
+
+
+def _stability_table(markdown: str, heading: str):
+    """{(k, level): {column: cell}} of the markdown table under `#### heading`."""
+    section = markdown.split(f"#### {heading}\n", 1)[1].strip().split("\n\n", 1)[0]
+    lines = [line.strip().strip("|").split("|") for line in section.splitlines()]
+    header = [c.strip() for c in lines[0]]
+    return {(int(cells[0]), int(cells[1])): dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]}
+
+
+def test_stability_figures_are_drawn_as_png_and_svg_with_a_table(stability_report):
+    output = stability_report["output"]
+    for name in figures.STABILITY_FIGURES:
+        assert stability_report["figures"][name], name
+        with open(os.path.join(output, f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        with open(os.path.join(output, f"{name}.svg")) as f:
+            assert "<svg" in f.read(), name
+        assert f"({name}.png)" in stability_report["text"]
+    with open(stability_report["html"]) as f:
+        assert len(re.findall(r'src="data:image/png;base64,', f.read())) == len(figures.STABILITY_FIGURES)
+
+
+def test_without_the_table_the_report_has_none_of_its_figures_or_section(tmp_path):
+    result = report_lib.build_report([_stability_experiment(tmp_path, "plain", table=False)], str(tmp_path / "report"))
+    assert set(result["figures"]) == set(figures.FIGURES)
+    assert not [n for n in os.listdir(result["output"]) if n.startswith("stability")]
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert "### Stability" not in markdown
+    assert not [name for name in figures.STABILITY_FIGURES if name in markdown]
+
+
+def test_stability_sentences_name_the_earliest_stable_k_and_the_sparsest_stable_matching_level(stability_report):
+    items = {line[2:].split(":", 1)[0]: line for line in stability_report["text"].splitlines()
+             if line.startswith("- ") and "k measured" in line}
+    assert set(items) == {"imp", "reinit", "random_prune", "imp, two initialisations"}
+    assert "earliest k stable at every measured level: **k = 100** (k measured: 0, 100, 500; level(s) 0-3)" in items["imp"]
+    assert "sparsest level stable and matching in every replicate is **25.00%** remaining (level 2, at k = 100, 500)" in items["imp"]
+    assert "not stable at any measured k (k measured: 0, 100, 500; level(s) 1-3)" in items["reinit"]
+    assert "no level is stable and matching in every replicate" in items["reinit"]
+    assert "not stable at any measured k" in items["random_prune"]
+    assert "**50.00%** remaining (level 1, at k = 500)" in items["random_prune"]
+    assert "not stable at any measured k (k measured: 0; level(s) 0-3)" in items["imp, two initialisations"]
+
+
+def test_stability_section_names_its_settings_and_the_rows_it_leaves_out(stability_report):
+    text = stability_report["text"].split("### Stability\n", 1)[1]
+    assert "below 2%" in text and "at most 0.5 percentage points below" in text
+    assert f"`{STABILITY_HASH}`: 5 interpolation points, BatchNorm statistics: interpolate" in text
+    assert f"`{OTHER_HASH}` (2 rows)" in text
+
+
+@pytest.mark.parametrize("column,title,scale,digits", [
+    ("instability_test", "instability, test (%)", 100.0, 2),
+    ("instability_train", "instability, train (%)", 100.0, 2),
+    ("l2_distance", "L2 distance (relative)", 1.0, 3),
+    ("disagreement", "disagreement (%)", 100.0, 2),
+    ("endpoint_test_error", "endpoint test accuracy (%)", -100.0, 2),
+])
+def test_stability_table_holds_mean_and_std_over_replicates(stability_report, column, title, scale, digits):
+    table = _stability_table(stability_report["text"], "Stability of imp, two data orders")
+    assert sorted(table) == [(k, level) for k in KS for level in STABILITY_DENSITIES]
+    for (k, level), cells in table.items():
+        values = np.array([_stability_row("imp", "data", k, level, r)[column] for r in (0, 1)]) * scale
+        if scale < 0:  # accuracy, from the error
+            values += 100.0
+        shown_mean, shown_std = _cell_numbers(cells[title])
+        assert shown_mean == pytest.approx(values.mean(), abs=0.6 * 10 ** -digits)
+        assert shown_std == pytest.approx(values.std(ddof=1), abs=0.6 * 10 ** -digits)
+        assert float(cells["remaining (%)"]) == pytest.approx(STABILITY_DENSITIES[level] * 100)
+    assert table[(0, 2)]["stable"] == "1/2" and table[(0, 3)]["matching"] == "1/2"  # not the other hash's rows
+    assert table[(100, 1)]["stable"] == "2/2" and table[(100, 1)]["matching"] == "2/2"
+
+
+def test_stability_interpolation_averages_the_curves_over_replicates(tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda figure, output_dir, name: captured.setdefault(name, figure) and [name])
+    experiment = data.load_experiment(_stability_experiment(tmp_path, "stab"))
+    figures.stability_interpolation_figure([experiment], str(tmp_path))
+    axes = [a for a in captured["stability_interpolation"].axes if a.get_visible()]
+    assert [a.get_title() for a in axes] == [f"imp, {d * 100:.1f}% (level {lv})" for lv, d in STABILITY_DENSITIES.items()]
+    lines = {line.get_label(): line for line in axes[2].get_lines()}
+    assert set(lines) == {f"k = {k}" for k in KS}
+    expected = np.mean([[p["error"] * 100 for p in _curve(_stability_row("imp", "data", 0, 2, r)) if p["split"] == "test"]
+                        for r in (0, 1)], axis=0)
+    np.testing.assert_allclose(lines["k = 0"].get_xdata(), [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(lines["k = 0"].get_ydata(), expected)
+
+
+def test_one_rewind_point_has_no_rewind_figure_and_says_why(tmp_path):
+    result = report_lib.build_report([_stability_experiment(tmp_path, "one_k", ks=(0,))], str(tmp_path / "report"))
+    assert result["figures"]["stability_vs_rewind"] is None
+    assert result["figures"]["stability_interpolation"] and result["figures"]["stability_vs_density"]
+    with open(result["markdown"]) as f:
+        assert "stability_vs_rewind: not drawn, fewer than two rewind iterations k of the ticket were measured" in f.read()
+
+
+def test_stability_reads_true_false_typed_or_not_and_keeps_the_most_common_hash():
+    rows = [{"branch_hash": h, "replicate": 0, "level": 0, "rewind_iteration": 0, "stable": s, "matching": m,
+             "endpoint_test_error": 0.02} for h, s, m in
+            (("a", "True", False), ("b", True, "False"), ("b", "False", True), ("c", True, True))]
+    shown, counts = data.select_stability(rows)
+    assert counts == {"b": 2, "a": 1, "c": 1}
+    assert [(r["stable"], r["matching"]) for r in shown] == [(True, False), (False, True)]
+    assert shown[0]["endpoint_test_accuracy"] == pytest.approx(0.98)
+
+
+def test_interpolation_levels_keep_level_0_and_the_sparsest():
+    densities = {level: 0.8 ** level for level in range(13)}
+    chosen = data.spread_levels(densities, 4)
+    assert chosen[0] == 0 and chosen[-1] == 12 and len(chosen) == 4
+    assert data.spread_levels({0: 1.0, 2: 0.25}, 4) == [0, 2]

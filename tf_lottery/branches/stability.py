@@ -22,7 +22,6 @@ are drawn with the seeds the IMP loop's controls use, so they are the same.
 
 import csv
 import dataclasses
-import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -32,7 +31,7 @@ from tf_lottery.branches.base import Branch, Cell
 from tf_lottery.config import ConfigError, option
 from tf_lottery.errors import UsageError
 from tf_lottery.data import pipeline
-from tf_lottery.experiment import files
+from tf_lottery.experiment import files, paths
 from tf_lottery.pruning import strategies
 from tf_lottery.training import interpolation
 from tf_lottery.training.run import InitialWeights
@@ -125,7 +124,7 @@ class Stability(Branch):
         return [dataclasses.replace(cell, part=Pair(self.options.pair, k)) for k in self.rewind_points()]
 
     def key(self, cell: Cell) -> str:
-        return f"{cell.variant}_{cell.part.kind}_k{cell.part.k}"
+        return paths.stability_part(cell.variant, cell.part.kind, cell.part.k)
 
     def copy_data_seed(self, cell: Cell, copy: int) -> int:
         """Copy `copy`'s data order: the same for every level, variant and k of a replicate."""
@@ -172,7 +171,7 @@ class Stability(Branch):
     # Measuring ----------------------------------------------------------------
 
     def interpolation_file(self, cell: Cell) -> str:
-        return os.path.join(self.folder(cell).directory, f"interpolation_{self.key(cell)}.csv")
+        return paths.interpolation_file(self.folder(cell).directory, self.key(cell))
 
     def measure(self, cell: Cell, finished: Dict[str, dict], bench) -> List[dict]:
         names = [spec.name for spec in self.runs(cell)]

@@ -77,6 +77,16 @@ class BranchPaths:
         return RunPaths(os.path.join(self.directory, name))
 
 
+def stability_part(variant: str, pair: str, rewind_iteration: int) -> str:
+    """The name of one pair of the stability branch in its folder: its copies are
+    <part>_copy0 and <part>_copy1, its rows rows_<part>.json, its curve interpolation_<part>.csv."""
+    return f"{variant}_{pair}_k{rewind_iteration}"
+
+
+def interpolation_file(branch_directory: str, part: str) -> str:
+    return os.path.join(branch_directory, f"interpolation_{part}.csv")
+
+
 def branch_folder(branch: str, options_hash: str) -> str:
     return f"{BRANCH_PREFIX}{branch}_{options_hash}"
 

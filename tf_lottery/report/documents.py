@@ -29,14 +29,35 @@ FIGURE_CAPTIONS = {
     "early_stop_accuracy_vs_density": "Test accuracy at the early-stopping iteration against percent remaining.",
     "training_curves": "Test accuracy during training at the levels nearest 100, 51.3, 21.1, 7.0, 3.6 and 1.9% remaining "
                        "(y axis zoomed on the last 90% of training).",
+    "stability_interpolation": "Test error along the line between two copies of the ticket (imp) trained from the same "
+                               "weights with different data orders, at up to four levels spread over the densities, "
+                               "a line per rewind iteration k (mean, band: ± one standard deviation over replicates).",
+    "stability_vs_rewind": "Test instability of the ticket (imp, two data orders) against the rewind iteration k, "
+                           "a line per level (mean ± one standard deviation); dashed: the stable threshold.",
+    "stability_vs_density": "Test instability against percent of weights remaining, a line per variant (two data "
+                            "orders) and a panel per rewind iteration k (mean ± one standard deviation); hollow "
+                            "markers: the same masks from two random initialisations; dashed: the stable threshold.",
 }
+NOT_DRAWN = {  # why a figure is missing, where it is not that nothing has finished
+    "stability_vs_rewind": "fewer than two rewind iterations k of the ticket were measured",
+}
+PAIR_LABELS = {"data": "two data orders", "init": "two initialisations"}
+STABILITY_COLUMNS = (
+    # column, title, kind
+    ("instability_test", "instability, test (%)", "percent"),
+    ("instability_train", "instability, train (%)", "percent"),
+    ("l2_distance", "L2 distance (relative)", "distance"),
+    ("disagreement", "disagreement (%)", "percent"),
+    ("endpoint_test_accuracy", "endpoint test accuracy (%)", "accuracy"),
+)
 
 
 def format_summary(summary: Optional[data.Summary], kind: str) -> str:
     """'mean ± std' in the metric's unit; the ± part only with two or more replicates."""
     if summary is None:
         return "–"
-    scale, digits = {"accuracy": (100.0, 2), "iteration": (1.0, 0), "loss": (1.0, 4), "seconds": (1.0, 0)}[kind]
+    scale, digits = {"accuracy": (100.0, 2), "iteration": (1.0, 0), "loss": (1.0, 4), "seconds": (1.0, 0),
+                     "percent": (100.0, 2), "distance": (1.0, 3)}[kind]
     text = f"{summary.mean * scale:.{digits}f}"
     if summary.count > 1:
         text += f" ± {summary.std * scale:.{digits}f}"
@@ -106,6 +127,93 @@ def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]
     return blocks
 
 
+def stability_label(experiment: data.Experiment, variant: str, pair: str) -> str:
+    """'imp' for two data orders, 'imp, two initialisations' for the other pair."""
+    label = experiment.variant_label(variant, with_experiment=False)
+    return label if pair == "data" else f"{label}, {PAIR_LABELS.get(pair, pair)}"
+
+
+def stability_table(experiment: data.Experiment, variant: str, pair: str):
+    """(header, rows): a row per measured (k, level) of one variant and pair."""
+    header = ["k", "level", "remaining (%)"] + [title for _, title, _ in STABILITY_COLUMNS] + ["stable", "matching"]
+    rows = []
+    for k in data.rewind_iterations(experiment, variant=variant, pair=pair):
+        where = dict(variant=variant, pair=pair, rewind_iteration=k)
+        series = {c: data.stability_summary(experiment, c, "level", **where) for c, _, _ in STABILITY_COLUMNS}
+        for level, density in data.stability_levels(experiment, **where).items():
+            counts = ["{}/{}".format(*data.stability_count(experiment, c, level=level, **where))
+                      for c in ("stable", "matching")]
+            rows.append([str(k), str(level), f"{density * 100:.2f}"]
+                        + [format_summary(series[c].get(level), kind) for c, _, kind in STABILITY_COLUMNS] + counts)
+    return header, rows
+
+
+def _stability_settings(experiment: data.Experiment) -> str:
+    """Which branch setting the section shows, how it measured, and what else the table holds."""
+    def values(column):
+        return " and ".join(str(v) for v in data.stability_settings(experiment, column)) or "?"
+
+    shown = experiment.stability[0]["branch_hash"]
+    batchnorm = values("batchnorm")
+    if "recompute" in data.stability_settings(experiment, "batchnorm"):
+        batchnorm += f" (on {values('batchnorm_batches')} training batches)"
+    text = (f"Measured by the stability branch `{shown}`: {values('interpolation_points')} interpolation points, "
+            f"BatchNorm statistics: {batchnorm}, training error on {values('train_eval_examples')} training examples.")
+    others = {h: n for h, n in experiment.stability_hashes.items() if h != shown}
+    if others:
+        text += (" branches/stability.csv also holds rows of other training settings, not shown here: "
+                 + ", ".join(f"`{h}` ({n} rows)" for h, n in others.items()) + ".")
+    return text
+
+
+def _stability_finding(experiment: data.Experiment, variant: str, pair: str) -> str:
+    """The earliest k stable at every level, and the sparsest level stable and matching."""
+    ks = data.rewind_iterations(experiment, variant=variant, pair=pair)
+    levels = data.stability_levels(experiment, variant=variant, pair=pair)
+    k = data.earliest_stable_k(experiment, variant, pair)
+    measured = f"(k measured: {', '.join(map(str, ks))}; level(s) {spans(list(levels))})"
+    first = (f"earliest k stable at every measured level: **k = {k}** {measured}" if k is not None
+             else f"not stable at any measured k {measured}")
+    sparsest = data.sparsest_stable_matching(experiment, variant, pair)
+    if sparsest is None:
+        second = "no level is stable and matching in every replicate"
+    else:
+        level, density, at = sparsest
+        second = (f"the sparsest level stable and matching in every replicate is **{density * 100:.2f}%** remaining "
+                  f"(level {level}, at k = {', '.join(map(str, at))})")
+    return f"{stability_label(experiment, variant, pair)}: {first}; {second}."
+
+
+def _stability_blocks(experiment: data.Experiment) -> List[tuple]:
+    threshold = data.stable_threshold(experiment)
+    tolerances = data.stability_settings(experiment, "matching_tolerance")
+    tolerance = " and ".join(f"{t * 100:g}" for t in tolerances) or "?"
+    parts = data.stability_parts(experiment)
+    baseline = ("; two initialisations: the same mask from two random initialisations, the baseline of unrelated "
+                "networks" if any(pair == "init" for _, pair in parts) else "")
+    blocks = [("heading", 3, "Stability"),
+              ("paragraph", "Two copies of a network are trained from the same weights (the dense run's after k "
+                            "iterations, masked; k = 0: the initialisation) with different data orders, and their "
+                            f"error is measured along the line between them (Frankle et al. 2020){baseline}. The "
+                            "instability is the error barrier: the highest error on the line minus the mean of its "
+                            f"two ends'. A pair is stable when its test instability is below {threshold * 100:g}%, "
+                            f"and matching when its ends' mean test accuracy is at most {tolerance} percentage points "
+                            "below the dense network's."),
+              ("paragraph", _stability_settings(experiment)),
+              ("paragraph", "Per variant: the earliest rewind iteration k at which every replicate is stable at "
+                            "every level measured, and the sparsest level at which, for some k, every replicate is "
+                            "both stable and matching:"),
+              ("list", [_stability_finding(experiment, v, p) for v, p in parts]),
+              ("paragraph", "Per rewind iteration k and level: mean ± sample standard deviation over replicates; "
+                            "`stable` and `matching` count the replicates that are, of those measured.")]
+    for variant, pair in parts:
+        header, rows = stability_table(experiment, variant, pair)
+        blocks.append(("heading", 4, f"Stability of {experiment.variant_label(variant, with_experiment=False)}, "
+                                     f"{PAIR_LABELS.get(pair, pair)}"))
+        blocks.append(("table", header, rows))
+    return blocks
+
+
 def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional[List[str]]],
                  tolerance: float) -> List[tuple]:
     """The whole report as blocks, figures referenced by file name."""
@@ -120,7 +228,7 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
         if paths:
             blocks.append(("image", os.path.basename(paths[0]), FIGURE_CAPTIONS[name]))
         else:
-            blocks.append(("paragraph", f"*{name}: not drawn, no finished run has the data yet.*"))
+            blocks.append(("paragraph", f"*{name}: not drawn, {NOT_DRAWN.get(name, 'no finished run has the data yet')}.*"))
     for experiment in experiments:
         title = experiment.name + (f" ({experiment.label})" if experiment.label and experiment.label != experiment.name else "")
         blocks.append(("heading", 2, f"Experiment {title}"))
@@ -132,6 +240,8 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
                 header, rows = results_table(experiment, metric, kind)
                 blocks.append(("heading", 3, heading))
                 blocks.append(("table", header, rows))
+        if experiment.stability:
+            blocks += _stability_blocks(experiment)
         blocks.append(("heading", 3, "Flags"))
         blocks.append(("code", "\n".join(experiment.flags_lines) or "(flags.cfg missing)"))
     return blocks

@@ -1,7 +1,9 @@
 """The paper's figures (Frankle & Carbin 2019, figures 3 and 4) drawn with matplotlib.
 
 Each figure is written as PNG and SVG. Lines are a mean over replicates with a
-shaded band from the minimum to the maximum replicate.
+shaded band from the minimum to the maximum replicate; the stability figures
+(Frankle et al. 2020, instability and linear mode connectivity) shade ± one
+standard deviation instead, as that paper does.
 """
 
 import os
@@ -33,6 +35,10 @@ DENSITY_FIGURES = {
                                        "Test accuracy at the early-stopping iteration"),
 }
 FIGURES = tuple(DENSITY_FIGURES) + ("training_curves",)
+# Drawn only for experiments with a stability table (branches/stability.csv).
+STABILITY_FIGURES = ("stability_interpolation", "stability_vs_rewind", "stability_vs_density")
+INTERPOLATION_LEVELS = 4  # columns of stability_interpolation: levels spread over the densities
+DENSITY_PANELS_PER_ROW = 3  # stability_vs_density: one panel per rewind iteration k, wrapped
 
 
 def _style(index: int):
@@ -154,9 +160,180 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
     return _save(figure, output_dir, "training_curves")
 
 
+def _band(axis, x, series: List[data.Summary], color, scale: float = 100.0, **style):
+    """A mean line with a ± one standard deviation band where there are several replicates."""
+    axis.plot(x, [s.mean * scale for s in series], color=color, **style)
+    if any(s.count > 1 for s in series):
+        axis.fill_between(x, [(s.mean - s.std) * scale for s in series], [(s.mean + s.std) * scale for s in series],
+                          color=color, alpha=0.15, linewidth=0)
+
+
+def _threshold_line(axis, experiments: List[data.Experiment]):
+    threshold = data.stable_threshold(next(e for e in experiments if e.stability))
+    axis.axhline(threshold * 100, color="0.4", linestyle="--", linewidth=1, label=f"stable below {threshold * 100:g}%")
+
+
+def _k_colors(ks: List[int]) -> Dict[int, object]:
+    colormap = plt.get_cmap("plasma")
+    return {k: colormap(0.85 * rank / max(len(ks) - 1, 1)) for rank, k in enumerate(ks)}
+
+
+def stability_interpolation_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    """Test error along the line between the ticket's two copies (two data orders).
+
+    A row per experiment, a column per level (at most INTERPOLATION_LEVELS, spread
+    over the densities), a line per rewind iteration k; None without curves.
+    """
+    grid = [(e, data.spread_levels(data.stability_levels(e, variant="imp", pair="data"), INTERPOLATION_LEVELS))
+            for e in experiments]
+    grid = [(e, levels) for e, levels in grid if levels]
+    if not grid:
+        return None
+    columns = max(len(levels) for _, levels in grid)
+    figure, axes = plt.subplots(len(grid), columns, figsize=(3.6 * columns, 3.2 * len(grid)), squeeze=False,
+                                sharey=True)
+    colors = _k_colors(sorted({k for e, _ in grid for k in data.rewind_iterations(e, variant="imp", pair="data")}))
+    drawn = 0
+    for row, (experiment, levels) in enumerate(grid):
+        densities = data.stability_levels(experiment, variant="imp", pair="data")
+        for column in range(columns):
+            axis = axes[row][column]
+            if column >= len(levels):
+                axis.set_visible(False)
+                continue
+            level = levels[column]
+            for k in data.rewind_iterations(experiment, variant="imp", pair="data", level=level):
+                series = data.interpolation_curves(experiment, level, "imp", "data", k)
+                if series:
+                    _band(axis, list(series), list(series.values()), colors[k], marker="o", markersize=3,
+                          label=f"k = {k}")
+                    drawn += 1
+            axis.set_title(f"{experiment.variant_label('imp', with_experiment=False)}, "
+                           f"{densities[level] * 100:.1f}% (level {level})", fontsize=10)
+            axis.set_xlim(0, 1)
+            axis.set_xlabel("interpolation α")
+            axis.grid(True, alpha=0.3)
+            if column == 0:  # overlaid experiments: a row each, named by its folder
+                axis.set_ylabel(f"{experiment.name}\ntest error (%)" if experiment.label else "test error (%)")
+                if axis.get_lines():  # the same ks in every column: one legend per row
+                    axis.legend(fontsize=7, title="rewind", title_fontsize=7, loc="best")
+    if not drawn:
+        plt.close(figure)
+        return None
+    figure.suptitle("Test error between two copies trained with different data orders")
+    figure.tight_layout()
+    return _save(figure, output_dir, "stability_interpolation")
+
+
+def _rewind_axis(axis, ks: List[int]):
+    """Points at the measured ks; a symlog axis so k = 0 sits beside the later ones."""
+    positive = [k for k in ks if k > 0]
+    if positive and max(positive) / min(positive) > 10:
+        axis.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
+        axis.set_xlim(-0.15 * min(positive), max(positive) * 1.4)  # no empty negative half
+    axis.xaxis.set_major_locator(ticker.FixedLocator(ks))
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.xaxis.set_minor_locator(ticker.NullLocator())
+    axis.set_xlabel("rewind iteration k")
+    axis.grid(True, which="major", alpha=0.3)
+
+
+def stability_vs_rewind_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    """The ticket's test instability against the rewind iteration k, a line per level
+    (colour: dense dark to sparse light); None unless more than one k was measured."""
+    ks = sorted({k for e in experiments for k in data.rewind_iterations(e, variant="imp", pair="data")})
+    if len(ks) < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    colormap = plt.get_cmap("viridis")
+    for index, experiment in enumerate(experiments):
+        line_style, marker = _style(index)
+        densities = data.stability_levels(experiment, variant="imp", pair="data")
+        for rank, (level, density) in enumerate(densities.items()):
+            series = data.stability_summary(experiment, "instability_test", "rewind_iteration",
+                                            variant="imp", pair="data", level=level)
+            name = f"{density * 100:.1f}% (level {level})"
+            _band(axis, list(series), list(series.values()), colormap(0.9 * rank / max(len(densities) - 1, 1)),
+                  linestyle=line_style, marker=marker, markersize=4,
+                  label=f"{experiment.label}: {name}" if experiment.label else name)
+    _threshold_line(axis, experiments)
+    _rewind_axis(axis, ks)
+    axis.set_ylabel("test instability (%)")
+    axis.set_title("Instability of the ticket against the rewind iteration")
+    entries = len(axis.get_lines())
+    if entries > 7:  # one entry per level: beside the axes rather than over the lines
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axis.legend(fontsize=8, loc="best")
+    return _save(figure, output_dir, "stability_vs_rewind")
+
+
+def _instability_by_density(axis, experiment: data.Experiment, variant: str, pair: str, k: int, **style) -> List[float]:
+    """Draws one variant's instability against percent remaining; returns the percents drawn."""
+    series = data.stability_summary(experiment, "instability_test", "level", variant=variant, pair=pair,
+                                    rewind_iteration=k)
+    densities = data.stability_levels(experiment, variant=variant, pair=pair, rewind_iteration=k)
+    levels = [lv for lv in series if lv in densities]
+    x = [densities[lv] * 100 for lv in levels]
+    if pair == "init":  # a baseline, not a series: hollow markers with ± std bars
+        axis.errorbar(x, [series[lv].mean * 100 for lv in levels], yerr=[series[lv].std * 100 for lv in levels],
+                      linestyle="none", markerfacecolor="none", capsize=3, **style)
+    elif levels:
+        _band(axis, x, [series[lv] for lv in levels], **style)
+    return x
+
+
+def stability_vs_density_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    """Test instability against percent remaining: a panel per rewind iteration k, a line per
+    variant (two data orders), hollow markers for the ticket's mask from two initialisations."""
+    ks = sorted({k for e in experiments for k in data.rewind_iterations(e, pair="data")}) or [0]
+    columns = min(len(ks), DENSITY_PANELS_PER_ROW)
+    rows = -(-len(ks) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 4.2 * rows), squeeze=False, sharey=True)
+    panels = list(zip(axes.flat, ks))
+    for axis in list(axes.flat)[len(ks):]:
+        axis.set_visible(False)
+    percents = set()
+    for axis, k in panels:
+        for index, experiment in enumerate(experiments):
+            line_style, marker = _style(index)
+            for variant, pair in data.stability_parts(experiment):
+                color = VARIANT_COLORS.get(variant, "tab:gray")
+                if pair == "init":
+                    percents.update(_instability_by_density(
+                        axis, experiment, variant, pair, 0, color=color, marker="o", markersize=7,
+                        label=f"{experiment.variant_label(variant)}, two initialisations"))
+                elif pair == "data":
+                    percents.update(_instability_by_density(
+                        axis, experiment, variant, pair, k, color=color, linestyle=line_style, marker=marker,
+                        markersize=4, label=experiment.variant_label(variant)))
+        axis.set_title(f"rewind k = {k}", fontsize=10)
+    if not percents:
+        plt.close(figure)
+        return None
+    for index, (axis, _) in enumerate(panels):
+        _threshold_line(axis, experiments)
+        _density_axis(axis, sorted(percents))
+        if index % columns == 0:
+            axis.set_ylabel("test instability (%)")
+    figure.suptitle("Instability (error barrier between two copies) against percent of weights remaining")
+    figure.tight_layout()
+    handles, labels = panels[0][0].get_legend_handles_labels()  # the same lines in every panel: one legend
+    if len(experiments) > 1:  # an overlay's long labels would hide the lines: below the panels
+        figure.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
+    else:
+        panels[0][0].legend(handles, labels, fontsize=8, loc="best")
+    return _save(figure, output_dir, "stability_vs_density")
+
+
 def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, Optional[List[str]]]:
-    """{figure name: written paths, or None when there was nothing to draw}."""
+    """{figure name: written paths, or None when there was nothing to draw}; the stability
+    figures are named only when an experiment has a stability table."""
     os.makedirs(output_dir, exist_ok=True)
     written = {name: density_figure(experiments, name, output_dir) for name in DENSITY_FIGURES}
     written["training_curves"] = training_curves_figure(experiments, output_dir)
+    if any(e.stability for e in experiments):
+        written["stability_interpolation"] = stability_interpolation_figure(experiments, output_dir)
+        written["stability_vs_rewind"] = stability_vs_rewind_figure(experiments, output_dir)
+        written["stability_vs_density"] = stability_vs_density_figure(experiments, output_dir)
     return written
