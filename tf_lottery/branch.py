@@ -126,16 +126,28 @@ def cells(parent, branch, flag_values) -> list:
     return chosen
 
 
-def _check_dataset(parent, config):
-    """A dataset override must give the parent's input shape and class count (the masks fix them)."""
+def _check_dataset(parent, branch):
+    """A dataset override must fit the parent's masks: the same input shape (any height and
+    width for a resolution-agnostic model, but the same channels) and class count (unless
+    the branch rebuilds the output layer)."""
+    config = branch.config
     if config.data.dataset == parent.config.data.dataset:
         return
-    from tf_lottery import data  # pylint: disable=import-outside-toplevel
+    from tf_lottery import data, models  # pylint: disable=import-outside-toplevel
 
     info = data.describe(config.data.dataset, config.data.data_dir)
-    if (tuple(info.input_shape), info.num_classes) != (tuple(parent.dataset.input_shape), parent.dataset.num_classes):
-        raise UsageError(f"--dataset: {info.name} has inputs {info.input_shape} and {info.num_classes} classes, the parent "
-                         f"{parent.dataset.input_shape} and {parent.dataset.num_classes}; the masks fit only the parent's")
+    mine, theirs = tuple(info.input_shape), tuple(parent.dataset.input_shape)
+    model = config.model.model
+    if mine != theirs:
+        agnostic = models.spec(model).resolution_agnostic and len(mine) == len(theirs) and mine[-1:] == theirs[-1:]
+        if not agnostic:
+            why = ("its first layer fits only the parent's channels" if models.spec(model).resolution_agnostic
+                   else "it is not resolution-agnostic")
+            raise UsageError(f"--dataset: {info.name} has inputs {info.input_shape}, the parent {parent.dataset.input_shape}; "
+                             f"model {model} cannot take them ({why})")
+    if info.num_classes != parent.dataset.num_classes and not branch.new_classes:
+        raise UsageError(f"--dataset: {info.name} has {info.num_classes} classes, the parent {parent.dataset.num_classes}; "
+                         f"the masks fit only the parent's (branch transfer rebuilds the output layer)")
 
 
 def prepare(flag_values):
@@ -149,7 +161,7 @@ def prepare(flag_values):
     branch_class = branches.get(flag_values.branch)
     parent = Experiment.open(flag_values.experiment_dir)
     branch = branch_class(parent, _options(branch_class, flag_values), _overrides(branch_class, flag_values))
-    _check_dataset(parent, branch.config)
+    _check_dataset(parent, branch)
     return branch, cells(parent, branch, flag_values)
 
 

@@ -39,7 +39,8 @@ def check_record(branch: Branch, cell: Cell, path: str):
     """Refuses a branch folder whose branch.json says other settings (a default changed, say)."""
     stored = files.read_json(path, recover="delete its branch folder to compute it again")
     current = branch.record(cell)
-    differing = stored_differences([type(branch.options)], current["options"], stored.get("options", {}))
+    differing = [name for name in stored_differences([type(branch.options)], current["options"], stored.get("options", {}))
+                 if name not in branch.part_options]  # parts add to a folder
     if stored.get("overrides") != current["overrides"]:
         differing.append("overrides")
     if stored.get("parent", {}).get("fingerprint") != current["parent"]["fingerprint"]:

@@ -21,8 +21,9 @@ RESULT_COLUMNS = (
     "train_seconds",
 )
 INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
-                   "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches")
-TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm")
+                   "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations")
+TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm", "mode", "dataset", "optimizer",
+                "output_layer", "output_mask", "compare_with")
 # Every branch table starts with these; the branch's own measurements follow.
 BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density")
 METRIC_FIELDS = ("iteration", "split", "metric", "value")  # metrics.csv, one row per logged value

@@ -20,12 +20,13 @@ class ModelSpec:
     factory: Callable[..., keras.Model]
     augment: bool = False  # whether training augmentation is on by default
     outputs: Tuple[str, ...] = ("output",)  # the output layers' names: their weights have kind "output"
+    resolution_agnostic: bool = False  # global pooling: the same weights fit any image height and width
 
 
 _MODELS = registry.Registry[ModelSpec]("model")
 
 
-def register(name: str, augment: bool = False, outputs: Sequence[str] = ("output",)):
+def register(name: str, augment: bool = False, outputs: Sequence[str] = ("output",), resolution_agnostic: bool = False):
     """Decorator: registers `factory(input_shape, num_classes, **options)` under `name`.
 
     Args:
@@ -33,10 +34,12 @@ def register(name: str, augment: bool = False, outputs: Sequence[str] = ("output
       augment: whether training augmentation is on by default.
       outputs: names of the model's output layers, whose prunable weights are
         pruned at the output rate; every model here names its head "output".
+      resolution_agnostic: whether its weights fit images of any height and width
+        (global pooling before the head), so a ticket may move to other resolutions.
     """
 
     def add(factory):
-        _MODELS.register(name, ModelSpec(factory, augment, tuple(outputs)))
+        _MODELS.register(name, ModelSpec(factory, augment, tuple(outputs), resolution_agnostic))
         return factory
 
     return add

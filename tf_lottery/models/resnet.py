@@ -51,13 +51,13 @@ def cifar_resnet(input_shape, num_classes, stage_filters=STAGE_FILTERS, blocks=B
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("resnet18", augment=True)
+@register("resnet18", augment=True, resolution_agnostic=True)
 def resnet18(input_shape, num_classes):
     """The paper's Resnet-18 (16/32/64 filters, 3 blocks a stage): 270,896 kernel weights on CIFAR-10."""
     return cifar_resnet(input_shape, num_classes, name="resnet18")
 
 
-@register("resnet20", augment=True)
+@register("resnet20", augment=True, resolution_agnostic=True)
 def resnet20(input_shape, num_classes):
     """The same network as resnet18, under the name most of the literature uses."""
     return cifar_resnet(input_shape, num_classes, name="resnet20")

@@ -28,7 +28,7 @@ def cifar_vgg(input_shape, num_classes, stages=VGG19_STAGES, name: str = "vgg") 
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("vgg19", augment=True)
+@register("vgg19", augment=True, resolution_agnostic=True)
 def vgg19(input_shape, num_classes):
     """The paper's VGG-19 with BatchNorm: 20,024,000 kernel weights on CIFAR-10."""
     return cifar_vgg(input_shape, num_classes, name="vgg19")
