@@ -27,12 +27,15 @@ def _pruned_model(density=0.3, seed=0):
     return model, pruned
 
 
-@pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("momentum", 0.0), ("sgd", 1e-2), ("adam", 1e-2)])
-def test_pruned_weights_stay_exactly_zero(optimizer, weight_decay):
+@pytest.mark.parametrize("optimizer,weight_decay,jit", [
+    ("adam", 0.0, False), ("momentum", 0.0, False), ("sgd", 1e-2, False), ("adam", 1e-2, False),
+    ("momentum", 0.0, True), ("adam", 1e-2, True)])
+def test_pruned_weights_stay_exactly_zero(optimizer, weight_decay, jit):
     model, pruned = _pruned_model()
     before = masks.prunable_values(model)
     config = ExperimentConfig().replace(optimizer=optimizer, learning_rate=0.05, weight_decay=weight_decay)
-    trainer = Trainer(tf.distribute.get_strategy(), model, config.training, 32)
+    trainer = Trainer(tf.distribute.get_strategy(), model, config.training, 32, jit_compile=jit)
+    assert trainer.jit_compile == jit
     trainer.train(iter(_random_batches(4)), 25)
     for name, kernel in masks.prunable_values(model).items():
         mask = pruned[name]
@@ -72,3 +75,51 @@ def test_apply_masks_rejects_masks_of_another_model_in_one_line():
     with pytest.raises(RunError, match="fc1/kernel has shape"):
         masks.apply_masks(model, wrong_shape)
     assert masks.density(masks.get_masks(model)) == 1.0, "a rejected mask set changes nothing"
+
+
+def _trained(jit, steps=30):
+    model, _ = _pruned_model(seed=3)
+    config = ExperimentConfig().replace(optimizer="adam", learning_rate=1e-3)
+    trainer = Trainer(tf.distribute.get_strategy(), model, config.training, 32, jit_compile=jit)
+    trainer.train(iter(_random_batches(4, seed=5)), steps)
+    return trainer, [v.numpy() for v in constraint.model_weights(model)]
+
+
+def test_xla_steps_train_the_same_network_as_plain_steps_and_repeat_exactly():
+    (plain, plain_weights), (xla, xla_weights), (_, again) = _trained(False), _trained(True), _trained(True)
+    assert xla.jit_compile and not plain.jit_compile
+    for a, b, c in zip(plain_weights, xla_weights, again):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float32 reassociation only
+        assert np.array_equal(b, c), "XLA on the CPU gives the same numbers twice"
+        assert np.array_equal(a == 0, b == 0), "the same weights are zero"
+    batches = _random_batches(2, seed=6).take(2)
+    np.testing.assert_allclose(xla.evaluate(batches)["loss"], plain.evaluate(batches)["loss"], rtol=1e-4)
+
+
+def test_a_model_xla_cannot_compile_trains_without_it_after_one_warning(caplog):
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+
+    inputs = keras.Input((28, 28, 1))
+    # numpy_function runs Python: XLA has no kernel for it.
+    x = keras.layers.Lambda(lambda t: tf.ensure_shape(tf.numpy_function(lambda a: a, [t], tf.float32, stateful=False),
+                                                      t.shape))(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="output")(x), name="uncompilable")
+    config = ExperimentConfig().replace(optimizer="sgd", learning_rate=0.01)
+    with caplog.at_level("WARNING", logger="tf_lottery"):
+        trainer = Trainer(tf.distribute.get_strategy(), model, config.training, 32, jit_compile=True)
+    assert not trainer.jit_compile
+    assert [r.getMessage() for r in caplog.records if "XLA cannot compile model uncompilable" in r.getMessage()]
+    trainer.train(iter(_random_batches(2)), 3)
+    assert int(trainer.iteration.numpy()) == 3
+
+
+def test_auto_compiles_long_runs_on_one_cpu_device_only():
+    from tf_lottery.training.loop import AUTO_MIN_ITERATIONS, use_xla  # pylint: disable=import-outside-toplevel
+
+    default = tf.distribute.get_strategy()
+    assert use_xla("auto", default, AUTO_MIN_ITERATIONS) == (not tf.config.list_logical_devices("GPU"))
+    assert not use_xla("auto", default, AUTO_MIN_ITERATIONS - 1), "compilation would cost more than it saves"
+    assert use_xla("on", default, 10) and not use_xla("off", default, 10**6)
+    two = type("TwoReplicas", (), {"num_replicas_in_sync": 2})()
+    assert not use_xla("auto", two, 10**6), "several replicas: not measured, so not compiled"

@@ -15,7 +15,7 @@ from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
 from tf_lottery.lottery.plan import build_model
 from tf_lottery.pruning import constraint
-from tf_lottery.training.loop import Trainer
+from tf_lottery.training.loop import Trainer, use_xla
 
 
 def fresh_weights(config: ExperimentConfig, info: data.DatasetInfo, seed: int) -> Tuple[List[str], List[np.ndarray]]:
@@ -63,12 +63,14 @@ class Workbench:
             raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
         info = self.splits(config).info
         key = (config.model, info.input_shape, info.num_classes, config.training, config.data.batch_size,
-               config.run.mixed_precision)
+               config.run.mixed_precision, config.run.jit_compile)
         if key not in self._trainers:
             with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
                 model = build_model(config, info)
                 self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
-                                              mixed_precision=config.run.mixed_precision)
+                                              mixed_precision=config.run.mixed_precision,
+                                              jit_compile=use_xla(config.run.jit_compile, self.strategy,
+                                                                  config.training.iterations))
         return self._trainers[key]
 
     def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, tf.distribute.DistributedDataset]:
