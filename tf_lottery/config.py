@@ -150,9 +150,9 @@ class RunConfig:
     mixed_precision: str = option("float32", "Compute precision: float32, or mixed_float16 (with loss scaling) / mixed_bfloat16 for accelerators; variables and masks stay float32.",
                                   choices=("float32", "mixed_float16", "mixed_bfloat16"))
     jit_compile: str = option(
-        "auto", "Compile the training and evaluation steps with XLA: on, off, or auto (on where measured faster: "
-        "runs of 2,000 iterations or more on a single CPU device; off on GPUs, TPUs and several replicas until "
-        "measured there).",
+        "auto", "Compile the training step with XLA: on, off, or auto (on where measured faster: models without "
+        "convolutions, in runs of 2,000 iterations or more, on a single CPU device; off on GPUs, TPUs and several "
+        "replicas until measured there).",
         choices=("auto", "on", "off"), hashed=False)
     progress: bool = option(True, "Show a progress bar per level (plain lines when not on a terminal).", hashed=False)
     dry_run: bool = option(False, "Validate, build the model and print the pruning schedule; train nothing, read no data.", hashed=False)

@@ -114,12 +114,14 @@ def test_a_model_xla_cannot_compile_trains_without_it_after_one_warning(caplog):
     assert int(trainer.iteration.numpy()) == 3
 
 
-def test_auto_compiles_long_runs_on_one_cpu_device_only():
+def test_auto_compiles_long_runs_of_models_without_convolutions_on_one_cpu_device_only():
     from tf_lottery.training.loop import AUTO_MIN_ITERATIONS, use_xla  # pylint: disable=import-outside-toplevel
 
-    default = tf.distribute.get_strategy()
-    assert use_xla("auto", default, AUTO_MIN_ITERATIONS) == (not tf.config.list_logical_devices("GPU"))
-    assert not use_xla("auto", default, AUTO_MIN_ITERATIONS - 1), "compilation would cost more than it saves"
-    assert use_xla("on", default, 10) and not use_xla("off", default, 10**6)
+    default, mlp = tf.distribute.get_strategy(), _pruned_model()[0]
+    assert use_xla("auto", default, AUTO_MIN_ITERATIONS, mlp) == (not tf.config.list_logical_devices("GPU"))
+    assert not use_xla("auto", default, AUTO_MIN_ITERATIONS - 1, mlp), "compilation would cost more than it saves"
+    conv = models.build("conv2", (32, 32, 3), 10, seed=0)
+    assert not use_xla("auto", default, 10**6, conv), "convolutions ran slower under XLA on the CPU"
+    assert use_xla("on", default, 10, conv) and not use_xla("off", default, 10**6, mlp)
     two = type("TwoReplicas", (), {"num_replicas_in_sync": 2})()
-    assert not use_xla("auto", two, 10**6), "several replicas: not measured, so not compiled"
+    assert not use_xla("auto", two, 10**6, mlp), "several replicas: not measured, so not compiled"

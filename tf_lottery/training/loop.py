@@ -5,10 +5,10 @@ A Trainer is made once per replicate and reused by every level and variant:
 counter (which drives the learning-rate schedule) where that run starts, so the
 compiled functions are traced once.
 
-With XLA (`jit_compile`) each training step and each evaluation batch is one
-compiled cluster; the loop around them, which reads the input pipeline, is not
-(tf.data has no XLA kernels). A model XLA cannot compile falls back to the plain
-functions, with one warning.
+With XLA (`jit_compile`) each training step is one compiled cluster; the loop
+around it, which reads the input pipeline, is not (tf.data has no XLA kernels),
+and neither is evaluation (measured no faster). A model XLA cannot compile falls
+back to the plain step, with one warning.
 """
 
 import logging
@@ -25,17 +25,18 @@ _warned = set()
 AUTO_MIN_ITERATIONS = 2000
 
 
-def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int) -> bool:
-    """Whether --jit_compile=`mode` compiles the steps of `iterations`-long runs under `strategy`.
+def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model: keras.Model) -> bool:
+    """Whether --jit_compile=`mode` compiles the training step of `model`'s `iterations`-long runs.
 
-    auto is on where it was measured faster and exact: one replica on the CPU, for
-    runs of at least AUTO_MIN_ITERATIONS (a LeNet-300-100 step about 1.6x faster on a
-    2-core CPU, after 2-5 s of compilation). GPUs, TPUs and several replicas keep the
-    plain path until measured there.
+    auto is on where it was measured faster and exact (benchmarks/throughput.py, a
+    2-core CPU): one replica on the CPU, a model without convolutions (a LeNet-300-100
+    step 1.75x faster; Conv-2's convolutions ran 2x slower under XLA), and runs of at
+    least AUTO_MIN_ITERATIONS, which earn back the 2-5 s of compilation. GPUs, TPUs
+    and several replicas keep the plain path until measured there.
     """
     if mode in ("on", "off"):
         return mode == "on"
-    if iterations < AUTO_MIN_ITERATIONS:
+    if iterations < AUTO_MIN_ITERATIONS or any(len(w.shape) == 4 for w in model.trainable_weights):
         return False
     if strategy.num_replicas_in_sync != 1 or isinstance(strategy, tf.distribute.TPUStrategy):
         return False
@@ -80,7 +81,6 @@ class Trainer:
         )
         self.jit_compile = bool(jit_compile) and self._compiles()
         self._step_fn = tf.function(self._step, jit_compile=True) if self.jit_compile else self._step
-        self._eval_step_fn = tf.function(self._eval_step, jit_compile=True) if self.jit_compile else self._eval_step
         self._train_steps = tf.function(self._train_steps_fn)
         self._evaluate = tf.function(self._evaluate_fn)
 
@@ -166,7 +166,7 @@ class Trainer:
     def _evaluate_fn(self, dataset):
         totals = tf.zeros([3])
         for images, labels in dataset:
-            per_replica = self.strategy.run(self._eval_step_fn, args=(images, labels))
+            per_replica = self.strategy.run(self._eval_step, args=(images, labels))
             totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return totals
 

@@ -70,7 +70,7 @@ class Workbench:
                 self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
                                               mixed_precision=config.run.mixed_precision,
                                               jit_compile=use_xla(config.run.jit_compile, self.strategy,
-                                                                  config.training.iterations))
+                                                                  config.training.iterations, model))
         return self._trainers[key]
 
     def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, tf.distribute.DistributedDataset]:
