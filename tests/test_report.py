@@ -472,3 +472,245 @@ def test_interpolation_levels_keep_level_0_and_the_sparsest():
     chosen = data.spread_levels(densities, 4)
     assert chosen[0] == 0 and chosen[-1] == 12 and len(chosen) == 4
     assert data.spread_levels({0: 1.0, 2: 0.25}, 4) == [0, 2]
+
+
+# Transfer: a hand-written branches/transfer.csv and a compare_with experiment -------
+
+TRANSFER_HEADER = (
+    "branch", "branch_hash", "replicate", "level", "variant", "density", "output_mask", "reinit_output",
+    "compare_with", "mode", "dataset", "optimizer", "learning_rate", "iterations", "output_layer", "run",
+    "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
+    "final_validation_accuracy", "final_test_loss", "train_seconds",
+)
+DATA_HASH, OPTIMIZER_HASH = "aaaa1111", "bbbb2222"  # mnist → fashion_mnist; adam → momentum, twice the iterations
+TRANSFER_DENSITIES = {0: 1.0, 1: 0.5, 2: 0.25, 3: 0.125}
+# Final test accuracy on the target: base - 0.003 * level + 0.002 * replicate (means: base + 0.001 - 0.003 * level).
+# Against the compare experiment's dense 91.0%, within half a point (>= 90.5%): ticket at levels 0-2, mask_only
+# at level 0 only, random_ticket at none.
+TRANSFER_BASE = {"ticket": 0.912, "mask_only": 0.905, "random_ticket": 0.89}
+# The compare experiment's own ticket: level 1 within 1% of 50% (matched), level 2 not finished, level 3 at
+# 12.5% * 1.03 (too far: left out). Its level 0 (91.0%) is the target's dense reference.
+COMPARE_LEVELS = {0: (1.0, 0.91), 1: (0.5 * 1.004, 0.908), 3: (0.125 * 1.03, 0.95)}
+
+
+def _transfer_accuracy(mode, level, replicate, branch_hash=DATA_HASH):
+    shift = 0.0 if branch_hash == DATA_HASH else -0.1  # another setting, other numbers
+    return TRANSFER_BASE[mode] - 0.003 * level + 0.002 * replicate + shift
+
+
+def _transfer_row(mode, level, replicate, branch_hash=DATA_HASH, compare_with=""):
+    accuracy = _transfer_accuracy(mode, level, replicate, branch_hash)
+    target = (("fashion_mnist", "adam", 0.003, 60) if branch_hash == DATA_HASH else ("mnist", "momentum", 0.01, 120))
+    return {
+        "branch": "transfer", "branch_hash": branch_hash, "replicate": replicate, "level": level, "variant": "imp",
+        "density": TRANSFER_DENSITIES[level], "output_mask": "random", "reinit_output": False,
+        "compare_with": compare_with, "mode": mode, "dataset": target[0], "optimizer": target[1],
+        "learning_rate": target[2], "iterations": target[3], "output_layer": "transferred", "run": f"imp_{mode}",
+        "final_test_accuracy": accuracy, "early_stop_iteration": 40, "early_stop_test_accuracy": accuracy - 0.01,
+        "best_val_accuracy": accuracy, "final_validation_accuracy": accuracy, "final_test_loss": 0.3,
+        "train_seconds": 1.0,
+    }
+
+
+def _write_csv(path, columns, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _compare_row(level, replicate):
+    density, accuracy = COMPARE_LEVELS[level]
+    accuracy += 0.002 * (2 * replicate - 1)  # 2 replicates, ± 0.2 points around the level's mean
+    return {**{c: 0 for c in results.RESULT_COLUMNS}, "replicate": replicate, "level": level, "variant": "imp",
+            "density": density, "final_test_accuracy": accuracy, "early_stop_test_accuracy": accuracy}
+
+
+def _compare_experiment(root, name, finished=True):
+    """An experiment folder on the target, fashion_mnist (config.json, flags.cfg), with the imp rows of
+    COMPARE_LEVELS in results.csv (a reinit row too, which is not its ticket), or none when not `finished`."""
+    folder = root / name
+    config = small_config(root, experiment_name=name, dataset="fashion_mnist", levels=3, replicates=2)
+    os.makedirs(folder)
+    write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
+    (folder / "flags.cfg").write_text("--dataset=fashion_mnist\n")
+    rows = [_compare_row(level, r) for level in COMPARE_LEVELS for r in (0, 1)] if finished else []
+    rows += [{**_compare_row(1, 0), "variant": "reinit", "final_test_accuracy": 0.5}] if finished else []
+    _write_csv(os.path.join(folder, "results.csv"), results.RESULT_COLUMNS, rows)
+    return str(folder)
+
+
+def _transfer_experiment(root, name, compare_with="", optimizer_setting=True, stability=False):
+    """A source experiment (no IMP run) with a transfer table: setting DATA_HASH over 2 replicates, levels 0-3,
+    ticket and mask_only at level 0 and every mode after, comparing with `compare_with`; and setting
+    OPTIMIZER_HASH (1 replicate, levels 0 and 2, ticket and mask_only) comparing with a folder that is gone."""
+    folder = _stability_experiment(root, name, table=stability)
+    rows = [_transfer_row(mode, level, r, compare_with=compare_with) for level in TRANSFER_DENSITIES
+            for mode in ("ticket", "mask_only", "random_ticket") for r in (0, 1) if level or mode != "random_ticket"]
+    if optimizer_setting:
+        rows += [_transfer_row(mode, level, 0, OPTIMIZER_HASH, compare_with=str(root / "gone"))
+                 for level in (0, 2) for mode in ("ticket", "mask_only")]
+    _write_csv(os.path.join(folder, "branches", "transfer.csv"), TRANSFER_HEADER, rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def transfer_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transfer")
+    compare = _compare_experiment(root, "target")
+    source = _transfer_experiment(root, "source", compare_with=compare, stability=True)
+    result = report_lib.build_report([source], str(root / "report"))
+    with open(result["markdown"]) as f:
+        result["text"] = f.read()
+    result["compare"], result["source"] = compare, source
+    return result
+
+
+def _section(markdown: str, heading: str) -> str:
+    """The text under `heading` (a whole markdown heading line) up to the next heading."""
+    return re.split(r"\n#+ ", markdown.split(f"{heading}\n", 1)[1], maxsplit=1)[0]
+
+
+def _transfer_table(markdown: str, branch_hash: str):
+    """{level: {column: cell}} of the table of one transfer setting."""
+    heading = next(line for line in markdown.splitlines() if line.startswith("#### Transfer:") and branch_hash in line)
+    lines = [line.strip().strip("|").split("|") for line in _section(markdown, heading).splitlines()
+             if line.startswith("|")]
+    header = [c.strip() for c in lines[0]]
+    return {int(cells[0]): dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]}
+
+
+def test_transfer_figure_is_drawn_as_png_and_svg_and_the_section_follows_stability(transfer_report):
+    output = transfer_report["output"]
+    for name in figures.TRANSFER_FIGURES:
+        assert transfer_report["figures"][name], name
+        with open(os.path.join(output, f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        with open(os.path.join(output, f"{name}.svg")) as f:
+            assert "<svg" in f.read(), name
+        assert f"({name}.png)" in transfer_report["text"]
+    with open(transfer_report["html"]) as f:
+        assert len(re.findall(r'src="data:image/png;base64,', f.read())) == (
+            len(figures.STABILITY_FIGURES) + len(figures.TRANSFER_FIGURES))
+    text = transfer_report["text"]
+    assert text.index("### Stability\n") < text.index("### Transfer\n") < text.index("### Flags\n")
+    assert "Morcos et al. 2019" in _section(text, "### Transfer")
+
+
+def test_transfer_table_holds_mean_and_std_over_two_replicates(transfer_report):
+    table = _transfer_table(transfer_report["text"], DATA_HASH)
+    assert sorted(table) == list(TRANSFER_DENSITIES)
+    for level, cells in table.items():
+        assert float(cells["remaining (%)"]) == pytest.approx(TRANSFER_DENSITIES[level] * 100)
+        for mode in ("ticket", "mask_only", "random_ticket"):
+            if level == 0 and mode == "random_ticket":
+                assert cells[mode] == "–"  # a random mask at full density is no mask
+                continue
+            values = np.array([_transfer_accuracy(mode, level, r) for r in (0, 1)]) * 100
+            shown_mean, shown_std = _cell_numbers(cells[mode])
+            assert shown_mean == pytest.approx(values.mean(), abs=0.006)
+            assert shown_std == pytest.approx(values.std(ddof=1), abs=0.006)
+        assert cells["replicates"] == ("2/2/0" if level == 0 else "2/2/2")
+
+
+def test_the_target_own_ticket_stands_at_matching_densities_and_the_rest_is_a_sentence(transfer_report):
+    table = _transfer_table(transfer_report["text"], DATA_HASH)
+    for level in (0, 1):  # level 1: 50.2% against 50%, within 1%
+        values = np.array([_compare_row(level, r)["final_test_accuracy"] for r in (0, 1)]) * 100
+        assert _cell_numbers(table[level]["target's own ticket"]) == [
+            pytest.approx(values.mean(), abs=0.006), pytest.approx(values.std(ddof=1), abs=0.006)]
+    assert table[2]["target's own ticket"] == "–" and table[3]["target's own ticket"] == "–"
+    text = _section(transfer_report["text"], next(line for line in transfer_report["text"].splitlines()
+                                                  if DATA_HASH in line and line.startswith("####")))
+    assert f"The target's own ticket is imp of `{transfer_report['compare']}` (fashion_mnist)" in text
+    # Level 2 has not finished there; its level 3 is 3% denser than ours.
+    assert "it is left out at 25.00% (level 2), 12.50% (level 3), where it has none that close." in text
+
+
+def test_transfer_names_the_sparsest_level_within_tolerance_of_the_target_dense_network(transfer_report):
+    text = transfer_report["text"]
+    data_section = _section(text, next(line for line in text.splitlines() if DATA_HASH in line and "####" in line))
+    assert ("at most 0.50 percentage points below the target's dense network (91.00%, imp level 0 of compare_with)"
+            in data_section)
+    items = {line[2:].split(":", 1)[0]: line for line in data_section.splitlines() if line.startswith("- ")}
+    assert "down to **25.00%** remaining (level 2)" in items["ticket"]
+    assert "down to **100.00%** remaining (level 0)" in items["mask_only"]
+    assert "no measured level is within that" in items["random_ticket"]
+    assert "down to **50.00%** remaining (level 1)" in items["target's own ticket"]
+    # Without a readable compare experiment the dense reference is the setting's own level-0 mask_only.
+    other = _section(text, next(line for line in text.splitlines() if OPTIMIZER_HASH in line and "####" in line))
+    dense = _transfer_accuracy("mask_only", 0, 0, OPTIMIZER_HASH) * 100
+    assert f"the target's dense network ({dense:.2f}%, level 0, mask_only)" in other
+
+
+def test_two_settings_give_two_groups_named_by_what_differs_from_the_source(transfer_report, monkeypatch, tmp_path):
+    headings = [line for line in transfer_report["text"].splitlines() if line.startswith("#### Transfer:")]
+    optimizer = "adam → momentum (learning rate 0.01), 60 → 120 iterations"
+    assert headings == [f"#### Transfer: mnist → fashion_mnist ({DATA_HASH})",
+                        f"#### Transfer: {optimizer} ({OPTIMIZER_HASH})"]
+    other = _transfer_table(transfer_report["text"], OPTIMIZER_HASH)
+    assert sorted(other) == [0, 2] and "random_ticket" not in other[0] and "target's own ticket" not in other[0]
+    assert _cell_numbers(other[2]["ticket"]) == [
+        pytest.approx(_transfer_accuracy("ticket", 2, 0, OPTIMIZER_HASH) * 100, abs=0.006)]
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda figure, output_dir, name: captured.setdefault(name, figure) and [name])
+    experiment = data.load_experiment(transfer_report["source"])
+    figures.transfer_accuracy_figure([experiment], str(tmp_path))
+    axes = captured["transfer_accuracy"].axes
+    assert [a.get_title() for a in axes] == [
+        "mnist → fashion_mnist: at the end of training", "mnist → fashion_mnist: at early stop",
+        f"{optimizer}: at the end of training", f"{optimizer}: at early stop"]
+    lines = {line.get_label(): line for line in axes[0].get_lines()}
+    assert set(lines) == {"ticket", "mask_only", "random_ticket", "target's own ticket"}
+    np.testing.assert_allclose(lines["ticket"].get_xdata(), [d * 100 for d in TRANSFER_DENSITIES.values()])
+    np.testing.assert_allclose(lines["ticket"].get_ydata(),
+                               [np.mean([_transfer_accuracy("ticket", lv, r) for r in (0, 1)]) * 100
+                                for lv in TRANSFER_DENSITIES])
+    np.testing.assert_allclose(lines["target's own ticket"].get_xdata(), [100, 50])
+    early = {line.get_label(): line for line in axes[1].get_lines()}
+    np.testing.assert_allclose(early["random_ticket"].get_ydata(),
+                               [(np.mean([_transfer_accuracy("random_ticket", lv, r) for r in (0, 1)]) - 0.01) * 100
+                                for lv in (1, 2, 3)])
+    assert axes[0].get_xscale() == "log"
+    assert {line.get_label() for line in axes[2].get_lines()} == {"ticket", "mask_only"}  # its compare_with is gone
+
+
+@pytest.mark.parametrize("state,sentence", [
+    ("gone", "The target's own ticket is left out: compare_with cannot be read ({folder} does not exist)."),
+    ("unfinished", "The target's own ticket, imp of `{folder}` (fashion_mnist), is left out: it has no finished level "
+                   "within 1% of these densities."),
+], ids=["gone", "unfinished"])
+def test_a_missing_or_unfinished_compare_experiment_is_a_sentence_not_a_failure(tmp_path, state, sentence):
+    compare = str(tmp_path / "target") if state == "gone" else _compare_experiment(tmp_path, "target", finished=False)
+    source = _transfer_experiment(tmp_path, "source", compare_with=compare, optimizer_setting=False)
+    result = report_lib.build_report([source], str(tmp_path / "report"))
+    assert result["figures"]["transfer_accuracy"]
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert sentence.format(folder=compare) in markdown
+    table = _transfer_table(markdown, DATA_HASH)
+    assert "target's own ticket" not in table[0]
+    dense = np.mean([_transfer_accuracy("mask_only", 0, r) for r in (0, 1)]) * 100
+    assert f"the target's dense network ({dense:.2f}%, level 0, mask_only)" in markdown
+
+
+def test_without_a_transfer_table_there_is_no_transfer_section_or_figure(tmp_path):
+    result = report_lib.build_report([_stability_experiment(tmp_path, "plain", table=False)], str(tmp_path / "report"))
+    assert "transfer_accuracy" not in result["figures"]
+    assert not [n for n in os.listdir(result["output"]) if n.startswith("transfer")]
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert "### Transfer" not in markdown and "transfer_accuracy" not in markdown
+
+
+def test_transfer_settings_are_described_by_what_differs_from_the_source():
+    source = {"dataset": "mnist", "optimizer": "adam", "learning_rate": 0.0012, "iterations": 3000}
+    row = {"dataset": "mnist", "optimizer": "adam", "learning_rate": 0.0012, "iterations": 3000,
+           "output_layer": "transferred", "output_mask": "random"}
+    assert data.describe_transfer(row, source) == "the source's own settings"
+    assert data.describe_transfer({**row, "learning_rate": 0.0003}, source) == "learning rate 0.0012 → 0.0003"
+    assert data.describe_transfer({**row, "dataset": "fashion_mnist", "iterations": 600}, source) == (
+        "mnist → fashion_mnist, 3000 → 600 iterations")
+    assert data.describe_transfer({**row, "output_layer": "rebuilt", "output_mask": "dense"}, source) == (
+        "output layer rebuilt (dense)")

@@ -1,9 +1,10 @@
 """What a report shows of an experiment folder: the per-level summaries and curves.
 
 Reads through the experiment reader (results.csv, metrics.csv, config.json,
-flags.cfg, branches/stability.csv): no TensorFlow, so a report can be built while
-the experiment is still training, from whatever has finished, and it lists what
-has not.
+flags.cfg, branches/stability.csv, branches/transfer.csv and the experiment a
+transfer compares with): no TensorFlow, so a report can be built while the
+experiment is still training, from whatever has finished, and it lists what has
+not.
 """
 
 import collections
@@ -14,7 +15,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from tf_lottery.config import VARIANTS
-from tf_lottery.errors import UsageError
+from tf_lottery.errors import Error, UsageError
 from tf_lottery.experiment import reader, results, selection
 from tf_lottery.experiment.paths import ExperimentPaths, interpolation_file, stability_part
 
@@ -30,6 +31,9 @@ ReportError = UsageError  # what build_report raises for a folder that is not an
 STABILITY = "stability"  # the branch whose table and curves the stability figures and section show
 PAIRS = ("data", "init")  # the stability branch's --pair values, in the order the report shows them
 DEFAULT_STABLE_THRESHOLD = 0.02  # the branch's --stable_threshold default, for a table without the column
+TRANSFER = "transfer"  # the branch whose table the transfer figure and section show
+TRANSFER_MODES = ("ticket", "mask_only", "random_ticket")  # the transfer branch's --modes, in the order shown
+COMPARE_DENSITY_TOLERANCE = 0.01  # relative: a compare_with level this close in density is "the same density"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Experiment:
     label: str = ""
     stability: List[Dict] = dataclasses.field(default_factory=list)  # the shown setting's rows of branches/stability.csv
     stability_hashes: Dict[str, int] = dataclasses.field(default_factory=dict)  # rows per branch_hash in that table
+    transfer: List["TransferSetting"] = dataclasses.field(default_factory=list)  # branches/transfer.csv by setting
 
     @property
     def name(self) -> str:
@@ -118,8 +123,9 @@ def load_experiment(directory: str) -> Experiment:
     experiment = reader.Experiment.open(directory)
     in_progress = [(r, level, name, i) for r, level, name, i in experiment.unfinished_runs() if "/" not in name]
     stability, hashes = select_stability(experiment.branch_table(STABILITY))
+    transfer = transfer_settings(experiment.branch_table(TRANSFER), experiment.stored_config)
     return Experiment(directory, experiment.stored_config, experiment.flags, experiment.table(), in_progress,
-                      stability=stability, stability_hashes=hashes)
+                      stability=stability, stability_hashes=hashes, transfer=transfer)
 
 
 def _format_value(value) -> str:
@@ -352,3 +358,157 @@ def spread_levels(densities: Dict[int, float], count: int) -> List[int]:
     high, low = max(densities.values()) * 100, min(densities.values()) * 100
     targets = [high * (low / high) ** (i / (count - 1)) for i in range(count)]
     return sorted(level for _, level in nearest_levels(densities, targets))
+
+
+# Transfer (branches/transfer.csv and the compare_with experiment) ------------------
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The compare_with experiment of a transfer setting: its own ticket's (imp) rows, or why there are none."""
+
+    directory: str
+    rows: List[Dict]  # its imp rows of results.csv
+    dataset: str = ""
+    problem: str = ""  # one line when it could not be read ('' when it was)
+
+
+@dataclasses.dataclass
+class TransferSetting:
+    """The rows of one branch_hash of the transfer table: one target setting of the source experiment."""
+
+    branch_hash: str
+    rows: List[Dict]
+    description: str  # what differs from the source, e.g. "mnist → fashion_mnist"
+    comparison: Optional[Comparison] = None
+
+
+def _number_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_transfer(row: Dict, source: Dict) -> str:
+    """What a transfer row's target setting changes from the source config (config.json's flat values):
+    'mnist → fashion_mnist', 'adam → momentum (learning rate 0.01)', '3000 → 600 iterations', ..."""
+    changes = []
+    if row.get("dataset") != source.get("dataset"):
+        changes.append(f"{source.get('dataset')} → {row.get('dataset')}")
+    same_rate = results.number(row.get("learning_rate")) == results.number(source.get("learning_rate"))
+    if row.get("optimizer") != source.get("optimizer"):
+        changes.append(f"{source.get('optimizer')} → {row.get('optimizer')} "
+                       f"(learning rate {_number_text(row.get('learning_rate'))})")
+    elif not same_rate:
+        changes.append(f"learning rate {_number_text(source.get('learning_rate'))} → "
+                       f"{_number_text(row.get('learning_rate'))}")
+    if results.number(row.get("iterations")) != results.number(source.get("iterations")):
+        changes.append(f"{_number_text(source.get('iterations'))} → {_number_text(row.get('iterations'))} iterations")
+    if row.get("output_layer") == "rebuilt":
+        changes.append("output layer rebuilt" + (" (dense)" if row.get("output_mask") == "dense" else ""))
+    return ", ".join(changes) or "the source's own settings"
+
+
+def load_comparison(directory: str) -> Comparison:
+    """The compare_with experiment's imp rows; a Comparison with a one-line `problem` when it cannot be read."""
+    try:
+        other = reader.Experiment.open(directory)
+        rows = [row for row in other.table() if row["variant"] == "imp"]
+    except Error as error:  # the reader names the flag it reads for; here the folder is the branch's
+        return Comparison(directory, [], problem=error.one_line().replace("--experiment_dir: ", "", 1))
+    return Comparison(directory, rows, dataset=other.config.data.dataset)
+
+
+def transfer_settings(table: List[Dict], source: Dict) -> List[TransferSetting]:
+    """The transfer table grouped by branch_hash (in the table's order), each described against the
+    source config and with its compare_with experiment read once (its most common non-empty value)."""
+    groups: Dict[str, List[Dict]] = {}
+    for row in table:
+        groups.setdefault(row["branch_hash"], []).append(row)
+    settings = []
+    for branch_hash, rows in groups.items():
+        named = collections.Counter(str(row.get("compare_with") or "") for row in rows if row.get("compare_with"))
+        comparison = load_comparison(max(sorted(named), key=lambda p: named[p])) if named else None
+        settings.append(TransferSetting(branch_hash, rows, describe_transfer(rows[0], source), comparison))
+    return settings
+
+
+def transfer_series(setting: TransferSetting) -> List[Tuple[str, str]]:
+    """(source variant, mode) measured, in the canonical variant order, modes as the branch lists them."""
+    present = {(row["variant"], row["mode"]) for row in setting.rows}
+    variants = list(VARIANTS) + sorted({v for v, _ in present} - set(VARIANTS))
+    modes = list(TRANSFER_MODES) + sorted({m for _, m in present} - set(TRANSFER_MODES))
+    return sorted(present, key=lambda p: (variants.index(p[0]), modes.index(p[1])))
+
+
+def transfer_label(series: List[Tuple[str, str]], variant: str, mode: str) -> str:
+    """The mode ('ticket'), prefixed by the source variant ('random_prune ticket') when not all are imp."""
+    return mode if all(v == "imp" for v, _ in series) else f"{variant} {mode}"
+
+
+def transfer_levels(setting: TransferSetting) -> Dict[int, float]:
+    """{level: density} of the setting's rows."""
+    densities = {}
+    for row in setting.rows:
+        densities.setdefault(row["level"], row["density"])
+    return dict(sorted(densities.items()))
+
+
+def _summaries(rows: List[Dict], metric: str) -> Dict[int, Summary]:
+    values: Dict[int, List[float]] = {}
+    for row in rows:
+        values.setdefault(row["level"], []).append(results.number(row.get(metric)))
+    summaries = {level: Summary.of(v) for level, v in sorted(values.items())}
+    return {level: s for level, s in summaries.items() if s is not None}
+
+
+def transfer_summary(setting: TransferSetting, metric: str, variant: str, mode: str) -> Dict[int, Summary]:
+    """{level: Summary of `metric` over replicates} of one source variant and mode."""
+    return _summaries([r for r in setting.rows if r["variant"] == variant and r["mode"] == mode], metric)
+
+
+def compared_levels(setting: TransferSetting) -> Dict[int, int]:
+    """{transfer level: the compare experiment's finished imp level within COMPARE_DENSITY_TOLERANCE
+    (relative) of its density, the nearest when several}; levels without one are left out."""
+    if setting.comparison is None:
+        return {}
+    theirs = {}
+    for row in setting.comparison.rows:
+        theirs.setdefault(row["level"], results.number(row["density"]))
+    matched = {}
+    for level, density in transfer_levels(setting).items():
+        close = [lv for lv, d in theirs.items() if abs(d - density) <= COMPARE_DENSITY_TOLERANCE * density]
+        if close:
+            matched[level] = min(close, key=lambda lv: abs(theirs[lv] - density))
+    return matched
+
+
+def compare_summary(setting: TransferSetting, metric: str) -> Dict[int, Summary]:
+    """{transfer level: Summary of `metric` of the compare experiment's own ticket at the same density}."""
+    if setting.comparison is None:
+        return {}
+    theirs = _summaries(setting.comparison.rows, metric)
+    return {level: theirs[other] for level, other in compared_levels(setting).items() if other in theirs}
+
+
+def transfer_dense_reference(setting: TransferSetting) -> Optional[Tuple[float, str]]:
+    """(the target's dense final test accuracy, where it comes from): the compare experiment's
+    level-0 imp mean, else the setting's level-0 mask_only mean; None without either."""
+    if setting.comparison is not None:
+        dense = _summaries([r for r in setting.comparison.rows if r["level"] == 0], "final_test_accuracy")
+        if 0 in dense:
+            return dense[0].mean, "imp level 0 of compare_with"
+    own = transfer_summary(setting, "final_test_accuracy", "imp", "mask_only")
+    if 0 in own:
+        return own[0].mean, "level 0, mask_only"
+    return None
+
+
+def sparsest_within(series: Dict[int, Summary], densities: Dict[int, float], reference: float,
+                    tolerance: float) -> Optional[Tuple[int, float]]:
+    """(level, density) of the sparsest level reached, walking from the densest, before the first whose
+    mean falls more than `tolerance` below `reference` (the report's matching rule); None if the first does."""
+    found = None
+    for level in sorted((lv for lv in series if lv in densities), key=lambda lv: -densities[lv]):
+        if series[level].mean < reference - tolerance:
+            break
+        found = level, densities[level]
+    return found

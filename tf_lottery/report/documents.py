@@ -37,6 +37,10 @@ FIGURE_CAPTIONS = {
     "stability_vs_density": "Test instability against percent of weights remaining, a line per variant (two data "
                             "orders) and a panel per rewind iteration k (mean ± one standard deviation); hollow "
                             "markers: the same masks from two random initialisations; dashed: the stable threshold.",
+    "transfer_accuracy": "Test accuracy on the target of the transferred tickets against percent of weights "
+                         "remaining, a row per transfer setting, at the end of training and at early stop, a line "
+                         "per mode (mean, band: ± one standard deviation over replicates); dashed: the target "
+                         "experiment's own ticket (compare_with) at the same density.",
 }
 NOT_DRAWN = {  # why a figure is missing, where it is not that nothing has finished
     "stability_vs_rewind": "fewer than two rewind iterations k of the ticket were measured",
@@ -214,6 +218,101 @@ def _stability_blocks(experiment: data.Experiment) -> List[tuple]:
     return blocks
 
 
+def transfer_table(setting: data.TransferSetting):
+    """(header, rows): a row per level, a column per mode (final test accuracy on the target), and the
+    target's own ticket where it was found at the same density."""
+    measured = data.transfer_series(setting)
+    series = {p: data.transfer_summary(setting, "final_test_accuracy", *p) for p in measured}
+    own = data.compare_summary(setting, "final_test_accuracy")
+    header = (["level", "remaining (%)"] + [data.transfer_label(measured, v, m) for v, m in measured]
+              + (["target's own ticket"] if own else []) + ["replicates"])
+    rows = []
+    for level, density in data.transfer_levels(setting).items():
+        counts = "/".join(str(series[p][level].count) if level in series[p] else "0" for p in measured)
+        rows.append([str(level), f"{density * 100:.2f}"]
+                    + [format_summary(series[p].get(level), "accuracy") for p in measured]
+                    + ([format_summary(own.get(level), "accuracy")] if own else []) + [counts])
+    return header, rows
+
+
+def _transfer_target(setting: data.TransferSetting) -> str:
+    """Which branch setting a table shows and what its target trains."""
+    row = setting.rows[0]
+    return (f"Branch setting `{setting.branch_hash}`: the target trains on {row['dataset']} with {row['optimizer']} "
+            f"at learning rate {row['learning_rate']:g} for {row['iterations']} iterations (output layer "
+            f"{row['output_layer']}).")
+
+
+def _transfer_comparison(setting: data.TransferSetting) -> Optional[str]:
+    """Where the target's own ticket comes from, and the levels it is left out at (one sentence); None
+    without compare_with."""
+    comparison = setting.comparison
+    if comparison is None:
+        return None
+    if comparison.problem:
+        return f"The target's own ticket is left out: compare_with cannot be read ({comparison.problem})."
+    densities = data.transfer_levels(setting)
+    matched = data.compared_levels(setting)
+    where = f"imp of `{comparison.directory}` ({comparison.dataset})"
+    tolerance = f"{data.COMPARE_DENSITY_TOLERANCE * 100:g}%"
+    if not matched:
+        return (f"The target's own ticket, {where}, is left out: it has no finished level within {tolerance} of "
+                f"these densities.")
+    missing = [f"{densities[level] * 100:.2f}% (level {level})" for level in densities if level not in matched]
+    text = f"The target's own ticket is {where} at its finished level of the same density (within {tolerance})"
+    if missing:
+        text += f"; it is left out at {', '.join(missing)}, where it has none that close"
+    return text + "."
+
+
+def _transfer_findings(setting: data.TransferSetting, tolerance: float) -> List[tuple]:
+    """Per mode (and the target's own ticket) the sparsest level still within `tolerance` of the
+    target's dense accuracy; one sentence when there is no dense reference."""
+    reference = data.transfer_dense_reference(setting)
+    if reference is None:
+        return [("paragraph", "No dense reference on the target: neither level 0 of a compare_with experiment "
+                              "nor a level-0 mask_only run has finished, so no level is said to match.")]
+    accuracy, source = reference
+    densities = data.transfer_levels(setting)
+    measured = data.transfer_series(setting)
+    named = [(data.transfer_label(measured, v, m), data.transfer_summary(setting, "final_test_accuracy", v, m))
+             for v, m in measured]
+    own = data.compare_summary(setting, "final_test_accuracy")
+    if own:
+        named.append(("target's own ticket", own))
+    items = []
+    for label, series in named:
+        found = data.sparsest_within(series, densities, accuracy, tolerance)
+        if found is None:
+            items.append(f"{label}: no measured level is within that.")
+        else:
+            items.append(f"{label}: down to **{found[1] * 100:.2f}%** remaining (level {found[0]}).")
+    return [("paragraph", f"Sparsest level reached, walking from the densest, before the mean final test accuracy "
+                          f"falls more than {tolerance * 100:.2f} percentage points below the target's dense network "
+                          f"({accuracy * 100:.2f}%, {source}):"),
+            ("list", items)]
+
+
+def _transfer_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]:
+    blocks = [("heading", 3, "Transfer"),
+              ("paragraph", "Tickets of this experiment (the source) trained on another dataset or with other "
+                            "training settings (the target), to ask whether a winning ticket is a property of the "
+                            "data it was found on or of the architecture (Morcos et al. 2019, \"One ticket to win "
+                            "them all\"): `ticket` is the source mask with its starting weights, `mask_only` the "
+                            "source mask from a fresh initialisation, `random_ticket` a random mask with the "
+                            "source's per-layer densities from a fresh initialisation. Per setting and level: final "
+                            "test accuracy on the target, mean ± sample standard deviation over replicates; "
+                            "`replicates` counts the finished runs of each mode.")]
+    for setting in experiment.transfer:
+        blocks.append(("heading", 4, f"Transfer: {setting.description} ({setting.branch_hash})"))
+        comparison = _transfer_comparison(setting)
+        blocks.append(("paragraph", _transfer_target(setting) + (f" {comparison}" if comparison else "")))
+        blocks += _transfer_findings(setting, tolerance)
+        header, rows = transfer_table(setting)
+        blocks.append(("table", header, rows))
+    return blocks
+
+
 def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional[List[str]]],
                  tolerance: float) -> List[tuple]:
     """The whole report as blocks, figures referenced by file name."""
@@ -242,6 +341,8 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
                 blocks.append(("table", header, rows))
         if experiment.stability:
             blocks += _stability_blocks(experiment)
+        if experiment.transfer:
+            blocks += _transfer_blocks(experiment, tolerance)
         blocks.append(("heading", 3, "Flags"))
         blocks.append(("code", "\n".join(experiment.flags_lines) or "(flags.cfg missing)"))
     return blocks

@@ -2,8 +2,9 @@
 
 Each figure is written as PNG and SVG. Lines are a mean over replicates with a
 shaded band from the minimum to the maximum replicate; the stability figures
-(Frankle et al. 2020, instability and linear mode connectivity) shade ± one
-standard deviation instead, as that paper does.
+(Frankle et al. 2020, instability and linear mode connectivity) and the transfer
+figure (Morcos et al. 2019) shade ± one standard deviation instead, as those
+papers do.
 """
 
 import os
@@ -39,6 +40,11 @@ FIGURES = tuple(DENSITY_FIGURES) + ("training_curves",)
 STABILITY_FIGURES = ("stability_interpolation", "stability_vs_rewind", "stability_vs_density")
 INTERPOLATION_LEVELS = 4  # columns of stability_interpolation: levels spread over the densities
 DENSITY_PANELS_PER_ROW = 3  # stability_vs_density: one panel per rewind iteration k, wrapped
+# Drawn only for experiments with a transfer table (branches/transfer.csv).
+TRANSFER_FIGURES = ("transfer_accuracy",)
+TRANSFER_PANELS = (("final_test_accuracy", "at the end of training"), ("early_stop_test_accuracy", "at early stop"))
+MODE_COLORS = {"ticket": "tab:blue", "mask_only": "tab:orange", "random_ticket": "tab:green"}
+OWN_TICKET_STYLE = {"color": "black", "linestyle": "--", "marker": "s"}  # the compare_with experiment's imp
 
 
 def _style(index: int):
@@ -326,9 +332,64 @@ def stability_vs_density_figure(experiments: List[data.Experiment], output_dir: 
     return _save(figure, output_dir, "stability_vs_density")
 
 
+def _transfer_panel(axis, setting: data.TransferSetting, metric: str) -> List[float]:
+    """Draws one setting's modes, and the target's own ticket where compared, against percent
+    remaining; returns the percents drawn."""
+    densities = data.transfer_levels(setting)
+    measured = data.transfer_series(setting)
+    percents = []
+    for variant, mode in measured:
+        series = data.transfer_summary(setting, metric, variant, mode)
+        levels = [lv for lv in series if lv in densities]
+        if not levels:
+            continue
+        line_style, marker = _style(data.VARIANTS.index(variant) if variant in data.VARIANTS else len(data.VARIANTS))
+        x = [densities[lv] * 100 for lv in levels]
+        _band(axis, x, [series[lv] for lv in levels], MODE_COLORS.get(mode, "tab:gray"), linestyle=line_style,
+              marker=marker, markersize=4, label=data.transfer_label(measured, variant, mode))
+        percents += x
+    own = data.compare_summary(setting, metric)
+    if own:
+        x = [densities[lv] * 100 for lv in own]
+        _band(axis, x, list(own.values()), markersize=4, label="target's own ticket", **OWN_TICKET_STYLE)
+        percents += x
+    return percents
+
+
+def transfer_accuracy_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    """Test accuracy on the target against percent remaining: a row per transfer setting, a panel at
+    the end of training and one at early stop, a line per mode (and the target's own ticket where
+    compare_with names it); None without transfer rows."""
+    grid = [(e, s) for e in experiments for s in e.transfer]
+    if not grid:
+        return None
+    figure, axes = plt.subplots(len(grid), len(TRANSFER_PANELS), figsize=(5.6 * len(TRANSFER_PANELS), 4.0 * len(grid)),
+                                squeeze=False, sharey="row")
+    drawn = 0
+    for row, (experiment, setting) in enumerate(grid):
+        name = f"{experiment.name}: {setting.description}" if experiment.label else setting.description
+        for column, (axis, (metric, when)) in enumerate(zip(axes[row], TRANSFER_PANELS)):
+            percents = _transfer_panel(axis, setting, metric)
+            if not percents:
+                axis.set_visible(False)
+                continue
+            drawn += 1
+            _density_axis(axis, sorted(set(percents)))
+            axis.set_title(f"{name}: {when}", fontsize=10)
+            if column == 0:  # the same lines in both panels: one legend per row
+                axis.set_ylabel("target test accuracy (%)")
+                axis.legend(fontsize=8, loc="best")
+    if not drawn:
+        plt.close(figure)
+        return None
+    figure.suptitle("Transferred tickets: test accuracy on the target against percent of weights remaining")
+    figure.tight_layout()
+    return _save(figure, output_dir, "transfer_accuracy")
+
+
 def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, Optional[List[str]]]:
     """{figure name: written paths, or None when there was nothing to draw}; the stability
-    figures are named only when an experiment has a stability table."""
+    and transfer figures are named only when an experiment has the branch's table."""
     os.makedirs(output_dir, exist_ok=True)
     written = {name: density_figure(experiments, name, output_dir) for name in DENSITY_FIGURES}
     written["training_curves"] = training_curves_figure(experiments, output_dir)
@@ -336,4 +397,6 @@ def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, O
         written["stability_interpolation"] = stability_interpolation_figure(experiments, output_dir)
         written["stability_vs_rewind"] = stability_vs_rewind_figure(experiments, output_dir)
         written["stability_vs_density"] = stability_vs_density_figure(experiments, output_dir)
+    if any(e.transfer for e in experiments):
+        written["transfer_accuracy"] = transfer_accuracy_figure(experiments, output_dir)
     return written
