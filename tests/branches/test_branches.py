@@ -18,6 +18,7 @@ import toy_branch  # noqa: F401  (registers the toy branch)
 from conftest import REPO, small_config
 from tf_lottery import branch as branch_cli
 from tf_lottery import branches
+from tf_lottery.branches import runner
 from tf_lottery.branches.base import Branch
 from tf_lottery.experiment import files, results
 from tf_lottery.experiment.reader import Experiment
@@ -121,6 +122,25 @@ def test_toy_branch_trains_its_runs_calls_its_hooks_and_writes_its_table(parent,
     assert run_branch(*[a for a in args if a != "--levels=0-1"], "--levels=1", "--copies=3") == 0
     hashes = {r["branch_hash"] for r in Experiment.open(root).branch_table("toy")}
     assert len(hashes) == 2, "other options are another branch folder, in the same table"
+
+
+def test_the_table_grows_after_every_cell_so_a_long_branch_can_be_watched(parent, tmp_path, monkeypatch):
+    root = str(tmp_path / "watched")
+    subprocess.run(["cp", "-r", parent[0], root], check=True)
+    for folder in glob.glob(os.path.join(root, "replicate_0", "level_*", "branch_*")) + [os.path.join(root, "branches")]:
+        subprocess.run(["rm", "-rf", folder], check=True)
+    seen = []
+    original = runner.run_cell
+
+    def watching(branch, cell, bench):
+        table = os.path.join(root, "branches", "toy.csv")
+        seen.append(len(Experiment.open(root).branch_table("toy")) if os.path.exists(table) else 0)
+        return original(branch, cell, bench)
+
+    monkeypatch.setattr(runner, "run_cell", watching)
+    assert run_branch(f"--experiment_dir={root}", "--branch=toy", "--levels=0-1", "--noprogress", "--iterations=7",
+                      "--eval_every=7") == 0
+    assert seen == [0, 2], "level 1 starts with level 0's two rows already in the table"
 
 
 TOY_ARGS = ("--branch=toy", "--levels=1", "--noprogress", "--iterations=100", "--eval_every=50",

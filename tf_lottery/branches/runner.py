@@ -100,12 +100,19 @@ def _sortable(value):
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value or ""))
 
 
-def run_branch(branch: Branch, cells: Sequence[Cell], bench) -> List[dict]:
-    """Runs every part of every cell, then rewrites branches/<name>.csv; returns the table's rows."""
-    for cell in cells:
-        for part in branch.parts(cell):
-            run_cell(branch, part, bench)
+def write_table(branch: Branch, bench) -> List[dict]:
+    """Rewrites branches/<name>.csv from every measured row; returns them."""
     rows = table_rows(branch.parent.paths, branch.name)
     if bench.is_chief:
         results.write_table(branch.parent.paths.branch_table(branch.name), branch.table_columns(), rows)
     return rows
+
+
+def run_branch(branch: Branch, cells: Sequence[Cell], bench) -> List[dict]:
+    """Runs every part of every cell, rewriting branches/<name>.csv after each one measured (so a
+    long branch can be watched, and reported on, as it goes); returns the table's rows."""
+    for cell in cells:
+        for part in branch.parts(cell):
+            if run_cell(branch, part, bench) and os.path.exists(rows_path(branch, part)):
+                write_table(branch, bench)
+    return write_table(branch, bench)
