@@ -27,27 +27,12 @@ import numpy as np  # noqa: E402
 import tf_lottery  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from tf_lottery import data, models  # noqa: E402
+from masked_overhead import DEFAULT_SHAPES as SHAPES, training_data  # noqa: E402  (this script's folder)
+from tf_lottery import models  # noqa: E402
 from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.data import pipeline  # noqa: E402
 from tf_lottery.pruning import masks, strategies  # noqa: E402
 from tf_lottery.training.loop import Trainer  # noqa: E402
-
-SHAPES = {"lenet300_100": (28, 28, 1), "mlp": (28, 28, 1)}
-
-
-def dataset_for(input_shape, batch_size):
-    if tuple(input_shape) == (28, 28, 1):
-        try:
-            splits = data.load("mnist", None, 5000, False)
-            return splits.train_images, splits.train_labels, splits.test_images[:5000], splits.test_labels[:5000], splits.info
-        except data.DataError:
-            pass
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(max(50 * batch_size, 5000),) + tuple(input_shape), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=len(images)).astype(np.int64)
-    info = data.DatasetInfo("random", tuple(input_shape), 10, (0.5,) * input_shape[-1], (0.25,) * input_shape[-1])
-    return images, labels, images[:5000], labels[:5000], info
 
 
 def step_flops(model, batch_size) -> float:
@@ -67,7 +52,8 @@ def step_flops(model, batch_size) -> float:
 
 def measure(model_name, steps, args):
     input_shape = SHAPES.get(model_name, (32, 32, 3))
-    train_x, train_y, test_x, test_y, info = dataset_for(input_shape, args.batch_size)
+    train_x, train_y, info = training_data(input_shape, args.batch_size)
+    test_x, test_y = train_x[:5000], train_y[:5000]  # evaluation time depends on the count, not the images
     config = ExperimentConfig().replace(optimizer="adam", learning_rate=1e-3)
     trainers, iterators = {}, {}
     for name, jit in (("plain", False), ("xla", True)):

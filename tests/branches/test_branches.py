@@ -15,8 +15,8 @@ import tensorflow as tf
 from tensorflow.python.framework import config as framework_config
 
 import toy_branch  # noqa: F401  (registers the toy branch)
+from branch_helpers import copy_of, run_branch
 from conftest import REPO, small_config
-from tf_lottery import branch as branch_cli
 from tf_lottery import branches
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Branch
@@ -41,13 +41,6 @@ def parent(tmp_path_factory):
     yield os.path.join(config.run.output_dir, "parent"), rows
     framework_config.disable_op_determinism()  # the public API can only turn it on
 
-
-def run_branch(*args):
-    """tf_lottery.branch in this process: (exit code, stdout+stderr are captured by the caller)."""
-    try:
-        return branch_cli.main(["tf_lottery.branch", *args])
-    except SystemExit as exit_:
-        return exit_.code
 
 
 def digest(root):
@@ -125,8 +118,7 @@ def test_toy_branch_trains_its_runs_calls_its_hooks_and_writes_its_table(parent,
 
 
 def test_the_table_grows_after_every_cell_so_a_long_branch_can_be_watched(parent, tmp_path, monkeypatch):
-    root = str(tmp_path / "watched")
-    subprocess.run(["cp", "-r", parent[0], root], check=True)
+    root = copy_of(parent[0], tmp_path / "watched")
     for folder in glob.glob(os.path.join(root, "replicate_0", "level_*", "branch_*")) + [os.path.join(root, "branches")]:
         subprocess.run(["rm", "-rf", folder], check=True)
     seen = []

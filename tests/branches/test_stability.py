@@ -14,8 +14,8 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow.python.framework import config as framework_config
 
+from branch_helpers import copy_of, run_branch
 from conftest import REPO, small_config
-from tf_lottery import branch as branch_cli
 from tf_lottery import models
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Cell
@@ -48,16 +48,6 @@ def parent(tmp_path_factory):
     framework_config.disable_op_determinism()  # the public API can only turn it on
 
 
-def run_branch(*args):
-    try:
-        return branch_cli.main(["tf_lottery.branch", *args])
-    except SystemExit as exit_:
-        return exit_.code
-
-
-def copy_of(root, path):
-    subprocess.run(["cp", "-r", root, str(path)], check=True)
-    return str(path)
 
 
 def branch_folder(root, level):

@@ -4,7 +4,6 @@ uninterrupted numbers."""
 
 import glob
 import os
-import subprocess
 import types
 
 import numpy as np
@@ -13,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow.python.framework import config as framework_config
 
+from branch_helpers import copy_of, run_branch
 from conftest import small_config
 from tf_lottery import branch as branch_cli
 from tf_lottery import data
@@ -39,16 +39,6 @@ def parent(tmp_path_factory):
     framework_config.disable_op_determinism()  # the public API can only turn it on
 
 
-def run_branch(*args):
-    try:
-        return branch_cli.main(["tf_lottery.branch", *args])
-    except SystemExit as exit_:
-        return exit_.code
-
-
-def copy_of(root, path):
-    subprocess.run(["cp", "-r", root, str(path)], check=True)
-    return str(path)
 
 
 def run_folder(root, level, name):
