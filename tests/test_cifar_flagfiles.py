@@ -1,8 +1,12 @@
-"""Every CIFAR-10 flagfile parses as the command line parses it and runs two levels on mock CIFAR-10.
+"""Every CIFAR-10 flagfile parses as the command line parses it and describes its paper row;
+one flagfile per architecture runs two levels on mock CIFAR-10.
 
 CIFAR-10 itself is not needed: tfds.testing.mock_data makes TFDS return random
 images with CIFAR-10's features. Iterations, batch sizes and schedule boundaries
-are overridden after --flagfile, as a user would, so each run takes seconds.
+are overridden after --flagfile, as a user would, so each run takes seconds. The
+flagfiles of one architecture differ only in flags the parsing tests check, so the
+runs cover each architecture once, the warm-up and the rewinding paths once each,
+and the reinitialisation control three times (which keeps the suite's time down).
 """
 
 import csv
@@ -29,8 +33,10 @@ MOCK_EXAMPLES = 32  # per split; the validation split takes 8 of the training sp
 SHORT = ("--iterations=4", "--batch_size=4", "--eval_every=4", "--checkpoint_every=2", "--validation_size=8",
          "--eval_batch_size=64", "--levels=1", "--noprogress")
 SHORT_SCHEDULE = ("--lr_boundaries=2,3", "--warmup_iterations=2")
-# The reinitialisation control once per model family; elsewhere it only costs time.
-WITH_CONTROL = ("conv2_dropout_cifar10", "conv6_cifar10", "resnet18_rewind")
+# One per architecture: Conv-2 (with dropout), Conv-4, Conv-6, Resnet-18 (warm-up), VGG-19 (rewinding).
+RUN = ("conv2_dropout_cifar10", "conv4_cifar10", "conv6_cifar10", "resnet18", "vgg19_rewind")
+# The reinitialisation control in three of them; elsewhere it only costs time.
+WITH_CONTROL = ("conv2_dropout_cifar10", "conv6_cifar10", "resnet18")
 
 
 def parse(name, *overrides):
@@ -86,7 +92,15 @@ def mock_cifar10():
     data.load.cache_clear()  # no later test may get these random images for cifar10
 
 
-@pytest.mark.parametrize("name", CIFAR_FLAGFILES)
+def test_the_runs_cover_every_architecture():
+    def architectures(names):  # a dropout model is its plain twin with dropout layers (models/conv.py)
+        return {parse(name).model.model.replace("_dropout", "") for name in names}
+
+    assert architectures(RUN) == architectures(CIFAR_FLAGFILES)
+    assert any(parse(n).training.warmup_iterations for n in RUN) and any(parse(n).pruning.rewind_iteration for n in RUN)
+
+
+@pytest.mark.parametrize("name", RUN)
 def test_flagfile_runs_two_levels_and_writes_results(name, tmp_path, mock_cifar10):
     overrides = list(SHORT) + [f"--output_dir={tmp_path}"]
     if name.startswith(("resnet", "vgg")):
