@@ -19,11 +19,13 @@ from branch_helpers import copy_of, run_branch
 from conftest import REPO, small_config
 from tf_lottery import branches
 from tf_lottery.branches import runner
-from tf_lottery.branches.base import Branch
+from tf_lottery.branches.base import Branch, Cell
+from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files, results
 from tf_lottery.experiment.reader import Experiment
 from tf_lottery.lottery import imp
 from tf_lottery.registry import UnknownNameError
+from tf_lottery.utils import write_json
 
 TOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_branch.py")
 
@@ -133,6 +135,25 @@ def test_the_table_grows_after_every_cell_so_a_long_branch_can_be_watched(parent
     assert run_branch(f"--experiment_dir={root}", "--branch=toy", "--levels=0-1", "--noprogress", "--iterations=7",
                       "--eval_every=7") == 0
     assert seen == [0, 2], "level 1 starts with level 0's two rows already in the table"
+
+
+def test_a_branch_folder_survives_a_new_setting_at_its_default_but_not_another_parent(parent, tmp_path):
+    from tf_lottery.branches.runner import check_record  # pylint: disable=import-outside-toplevel
+
+    root = copy_of(parent[0], tmp_path / "record")
+    branch = branches.get("toy")(Experiment.open(root))
+    cell = Cell(0, 1, "imp")
+    path = str(tmp_path / "branch.json")
+    record = branch.record(cell)
+    # A setting added later changes every fingerprint, not the hash of the non-default settings.
+    write_json(path, {**record, "parent": {**record["parent"], "fingerprint": "0ld0ld00"}})
+    check_record(branch, cell, path)
+    write_json(path, {**record, "parent": {**record["parent"], "experiment_hash": "0ther000"}})
+    with pytest.raises(UsageError, match="differs in parent experiment"):
+        check_record(branch, cell, path)
+    older = {k: v for k, v in record["parent"].items() if k != "experiment_hash"}  # before records held the hash
+    write_json(path, {**record, "parent": older})
+    check_record(branch, cell, path)
 
 
 TOY_ARGS = ("--branch=toy", "--levels=1", "--noprogress", "--iterations=100", "--eval_every=50",

@@ -43,11 +43,25 @@ def check_record(branch: Branch, cell: Cell, path: str):
                  if name not in branch.part_options]  # parts add to a folder
     if stored.get("overrides") != current["overrides"]:
         differing.append("overrides")
-    if stored.get("parent", {}).get("fingerprint") != current["parent"]["fingerprint"]:
+    if not _same_parent(stored.get("parent", {}), current["parent"]):
         differing.append("parent experiment")
     if differing:
         raise UsageError(f"{os.path.dirname(path)} holds branch {branch.name} with other settings "
                          f"(differs in {', '.join(differing)}); delete it to compute it again")
+
+
+def _same_parent(stored: dict, current: dict) -> bool:
+    """Whether a branch folder was computed from the parent as it is now.
+
+    The parent's experiment_hash digests its non-default settings (read from its own
+    config.json), so it stays the same when tf_lottery adds a setting at a default
+    that reproduces what runs did before, and changes when a setting or a default
+    that the parent relied on does. The fingerprint, which digests every setting,
+    decides only for records that lack the hash.
+    """
+    if "experiment_hash" in stored:
+        return stored["experiment_hash"] == current["experiment_hash"]
+    return stored.get("fingerprint") == current["fingerprint"]
 
 
 def run_cell(branch: Branch, cell: Cell, bench) -> bool:
