@@ -9,6 +9,10 @@ With XLA (`jit_compile`) each training step is one compiled cluster; the loop
 around it, which reads the input pipeline, is not (tf.data has no XLA kernels),
 and neither is evaluation (measured no faster). A model XLA cannot compile falls
 back to the plain step, with one warning.
+
+Evaluation on one replica reads its splits from tensors preprocessed once and kept
+on the model's device (pipeline.ResidentSplit), in the dataset path's batches and
+order, so the sums are the same; with several replicas it reads a distributed dataset.
 """
 
 import logging
@@ -16,6 +20,7 @@ import logging
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_lottery.data import pipeline
 from tf_lottery.training import schedules
 
 _warned = set()
@@ -83,6 +88,7 @@ class Trainer:
         self._step_fn = tf.function(self._step, jit_compile=True) if self.jit_compile else self._step
         self._train_steps = tf.function(self._train_steps_fn)
         self._evaluate = tf.function(self._evaluate_fn)
+        self._evaluate_resident = tf.function(self._evaluate_resident_fn)
 
     def _compiles(self) -> bool:
         """Whether XLA compiles this model's training step (checked on a batch of zeros; nothing runs)."""
@@ -170,7 +176,20 @@ class Trainer:
             totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return totals
 
-    def evaluate(self, dataset):
-        """{'loss', 'accuracy'} of the model over a distributed dataset."""
-        loss_sum, correct, count = self._evaluate(dataset).numpy()
+    def _evaluate_resident_fn(self, images, labels, batch_size):
+        # The same batches, in the same order, as the dataset path: the same sums.
+        totals = tf.zeros([3])
+        for start in tf.range(0, tf.shape(images, out_type=tf.int64)[0], batch_size):
+            per_replica = self.strategy.run(
+                self._eval_step, args=(images[start:start + batch_size], labels[start:start + batch_size]))
+            totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return totals
+
+    def evaluate(self, split):
+        """{'loss', 'accuracy'} of the model over a distributed dataset or a pipeline.ResidentSplit."""
+        if isinstance(split, pipeline.ResidentSplit):
+            totals = self._evaluate_resident(split.images, split.labels, tf.constant(split.batch_size, tf.int64))
+        else:
+            totals = self._evaluate(split)
+        loss_sum, correct, count = totals.numpy()
         return {"loss": float(loss_sum / count), "accuracy": float(correct / count)}

@@ -73,18 +73,39 @@ class Workbench:
                                                                   config.training.iterations, model))
         return self._trainers[key]
 
-    def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, tf.distribute.DistributedDataset]:
-        """{'validation', 'test'}: the distributed evaluation datasets (validation only when held out)."""
+    def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, object]:
+        """{'validation', 'test'} (validation only when held out), for Trainer.evaluate: tensors kept
+        on the device for one replica (pipeline.ResidentSplit), distributed datasets for several."""
         d = config.data
         key = (d.dataset, d.data_dir, d.validation_size, d.eval_batch_size)
         if key not in self._eval_sets:
             splits = self.splits(config)
-            self._eval_sets[key] = {
-                split: self.strategy.experimental_distribute_dataset(
+            device = _single_device(self.strategy)
+
+            def evaluation_set(images, labels):
+                if device is not False:
+                    return pipeline.ResidentSplit.create(images, labels, splits.info, d.eval_batch_size, device)
+                return self.strategy.experimental_distribute_dataset(
                     pipeline.evaluation_dataset(images, labels, splits.info, d.eval_batch_size))
+
+            self._eval_sets[key] = {
+                split: evaluation_set(images, labels)
                 for split, images, labels in (
                     ("validation", splits.validation_images, splits.validation_labels),
                     ("test", splits.test_images, splits.test_labels),
                 ) if len(images)
             }
         return self._eval_sets[key]
+
+
+def _single_device(strategy: tf.distribute.Strategy):
+    """The device of a one-replica, one-worker strategy (None: the default placement); False otherwise."""
+    if strategy.num_replicas_in_sync != 1 or distribute.is_multi_worker(strategy):
+        return False
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return False  # a TPU reads its inputs through the strategy
+    try:
+        devices = strategy.extended.worker_devices
+    except (RuntimeError, NotImplementedError):  # the default strategy
+        return None
+    return devices[0] if len(devices) == 1 else False
