@@ -113,6 +113,10 @@ class TrainingConfig:
     warmup_iterations: int = option(0, "Linear learning-rate warmup from 0 over this many iterations.")
     weight_decay: float = option(0.0, "L2 weight decay coefficient (gradient += weight_decay * weight).")
     eval_every: int = option(1000, "Evaluate validation and test loss/accuracy every N iterations.")
+    test_every: int = option(
+        0, "Evaluate test only every N iterations (a multiple of --eval_every; 0: at every evaluation). Test is "
+        "also evaluated wherever validation loss reaches a new minimum and at the end, so the early-stopping "
+        "and final numbers are the same for any N; only the test curve is sparser.", hashed=False)
     checkpoint_every: int = option(1000, "Checkpoint model, optimizer and data position every N iterations.", hashed=False)
 
     def validate(self):
@@ -122,6 +126,8 @@ class TrainingConfig:
         _require(self.warmup_iterations >= 0, "warmup_iterations", f"must be >= 0, got {self.warmup_iterations}")
         _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(self.eval_every > 0, "eval_every", f"must be > 0, got {self.eval_every}")
+        _require(self.test_every >= 0 and self.test_every % self.eval_every == 0, "test_every",
+                 f"must be 0 or a multiple of --eval_every ({self.eval_every}), got {self.test_every}")
         _require(self.checkpoint_every > 0, "checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
         if self.lr_values or self.lr_boundaries:
             _require(

@@ -5,7 +5,7 @@ The loop in training/run.py calls every hook of a run:
   next_stop(iteration)          an iteration the loop must pause at, or None
   at_stop(run, iteration)       at every pause: every `every` iterations, at next_stop's
                                 iterations, evaluations, checkpoints and the end
-  on_evaluation(run, i, values) after each validation/test evaluation
+  on_evaluation(run, i, values) after each evaluation; values has 'test' only where test was read
   on_checkpoint(run, i)         after each checkpoint is written
   on_end(run, result)           before result.json is written; may add fields to result
 
@@ -16,6 +16,7 @@ mask.npz keeps the masks the run started with. Decisions that every worker of a 
 (whether a file exists) belong in on_start, before the run writes anything.
 """
 
+import math
 import os
 from typing import Dict, Optional
 
@@ -25,8 +26,9 @@ from tf_lottery.training import checkpoints
 class ActiveRun:
     """The run a hook is called for: its spec, model, trainer, metrics log and masks."""
 
-    def __init__(self, spec, bench, trainer, log, masks):
+    def __init__(self, spec, bench, trainer, log, masks, best_validation_loss: float = math.inf):
         self.spec, self.bench, self.trainer, self.log, self.masks = spec, bench, trainer, log, masks
+        self.best_validation_loss = best_validation_loss  # so far (the log's, on resumption)
 
     @property
     def model(self):
@@ -36,15 +38,31 @@ class ActiveRun:
         """Where this process writes `path` (the path itself on the chief; scratch on other workers)."""
         return self.bench.files.writable(path)
 
-    def evaluate(self, iteration: int, hooks=()) -> Dict[str, Dict[str, float]]:
-        """Evaluates validation and test, logs them and tells the hooks; returns {split: values}."""
+    def evaluate(self, iteration: int, hooks=(), final: bool = False) -> Dict[str, Dict[str, float]]:
+        """Evaluates validation, and test where it is read (see --test_every), logs them and tells
+        the hooks; returns {split: values}."""
         values = {}
-        for split, dataset in self.bench.evaluation_sets(self.spec.config).items():
-            values[split] = self.trainer.evaluate(dataset)
-            self.log.log(iteration, split, values[split])
+        sets = self.bench.evaluation_sets(self.spec.config)
+        if "validation" in sets:
+            values["validation"] = self.trainer.evaluate(sets["validation"])
+            self.log.log(iteration, "validation", values["validation"])
+        if self._reads_test(iteration, values, final):
+            values["test"] = self.trainer.evaluate(sets["test"])
+            self.log.log(iteration, "test", values["test"])
         for hook in hooks:
             hook.on_evaluation(self, iteration, values)
         return values
+
+    def _reads_test(self, iteration: int, values, final: bool) -> bool:
+        """Test at every `test_every`, at the end, and wherever validation loss reaches a new
+        minimum (the first, on ties), which is where the early-stopping iteration can be."""
+        every = self.spec.config.training.test_every
+        reads = final or not every or iteration % every == 0 or "validation" not in values
+        loss = values.get("validation", {}).get("loss", math.nan)
+        if math.isfinite(loss) and loss < self.best_validation_loss:
+            self.best_validation_loss = loss
+            reads = True
+        return reads
 
 
 class Hook:

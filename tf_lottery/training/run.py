@@ -10,6 +10,7 @@ prune gradually, snapshot masks) is a Hook.
 """
 
 import dataclasses
+import math
 import os
 import shutil
 import time
@@ -169,7 +170,8 @@ def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Opt
     iteration = int(trainer.iteration.numpy())
     log = summaries.MetricsLog(bench.files.writable(paths.metrics), paths.directory if chief else None,
                                resume_iteration=iteration if resumed else None)
-    run = ActiveRun(spec, bench, trainer, log, run_masks)
+    run = ActiveRun(spec, bench, trainer, log, run_masks,
+                    best_validation_loss=summaries.best_validation_loss(log.rows) if resumed else math.inf)
     bar = progress.RunProgress(config.run.progress and chief, spec.description, iteration, spec.end_iteration)
     started = time.time()
     try:
@@ -237,7 +239,7 @@ def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Se
                     "lower --learning_rate or add --warmup_iterations")
             run.log.log(iteration, "train", {**train_metrics, "learning_rate": trainer.learning_rate()})
             trainer.reset_train_metrics()
-            run.evaluate(iteration, hooks)
+            run.evaluate(iteration, hooks, final=iteration == total)
         if iteration % training.checkpoint_every == 0 and iteration < total:
             checkpoint.save(iteration)
             for hook in hooks:

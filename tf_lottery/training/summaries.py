@@ -21,6 +21,7 @@ class MetricsLog:
     def __init__(self, csv_path: str, tensorboard_dir: Optional[str], resume_iteration: Optional[int] = None):
         self.csv_path = csv_path
         kept = [r for r in read_metrics(csv_path) if resume_iteration is not None and r["iteration"] <= resume_iteration]
+        self.rows = kept  # what the file held before this process wrote to it
         os.makedirs(os.path.dirname(csv_path), exist_ok=True)
         with open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, FIELDS)
@@ -44,11 +45,18 @@ class MetricsLog:
             self.writer.close()
 
 
+def best_validation_loss(rows: List[dict]) -> float:
+    """The smallest finite validation loss in metrics rows (inf when there is none)."""
+    losses = [r["value"] for r in rows if r["split"] == "validation" and r["metric"] == "loss" and math.isfinite(r["value"])]
+    return min(losses, default=math.inf)
+
+
 def summarize(rows: List[dict]) -> Dict[str, float]:
     """Final and early-stopping numbers of a run from its metrics rows.
 
     The early-stopping iteration is the evaluated iteration of minimum validation
     loss (the first, on ties); the test set is only read at the iteration chosen.
+    Test is always evaluated there (hooks.ActiveRun.evaluate) whatever --test_every says.
     """
     series = {}
     for r in rows:
