@@ -20,15 +20,17 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 
 import tf_lottery  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
 
 from masked_overhead import DEFAULT_SHAPES as SHAPES, training_data  # noqa: E402  (this script's folder)
-from tf_lottery import models  # noqa: E402
+from tf_lottery import flags as flags_lib, models  # noqa: E402
 from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.data import pipeline  # noqa: E402
 from tf_lottery.pruning import masks, strategies  # noqa: E402
@@ -91,6 +93,60 @@ def measure(model_name, steps, args):
           f"CPU {median['plain']['cpu'] / median['xla']['cpu']:.2f}")
 
 
+def flagfile_config(path, **overrides) -> ExperimentConfig:
+    values = absl_flags.FlagValues()
+    flags_lib.define_flags(values)
+    values(["throughput", f"--flagfile={path}"])
+    return flags_lib.config_from_flags(values).replace(**overrides)
+
+
+def level(args):
+    """Wall seconds of one dense level of --flagfile evaluated every 100 iterations, and the share of
+    it spent evaluating (timed around each evaluation), with test read at every evaluation or sparsely."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from tf_lottery.experiment import files  # pylint: disable=import-outside-toplevel
+    from tf_lottery.training.run import InitialWeights, RunSpec, train  # pylint: disable=import-outside-toplevel
+    from tf_lottery.training.workbench import Workbench, fresh_weights  # pylint: disable=import-outside-toplevel
+
+    base = flagfile_config(args.flagfile, progress=False)
+    iterations = args.level_iterations or base.training.iterations
+    with tempfile.TemporaryDirectory() as root, Workbench(None, root) as bench:
+        for test_every in (0, args.test_every):
+            config = base.replace(iterations=iterations, checkpoint_every=iterations, eval_every=100,
+                                  test_every=test_every)
+            trainer = bench.trainer(config)
+            theta = os.path.join(root, "theta.npz")
+            if not os.path.exists(theta):
+                files.write_weights(theta, *fresh_weights(config, bench.splits(config).info, seed=0))
+            spec = RunSpec(directory=os.path.join(root, f"test_every_{test_every}"), config=config, replicate=0,
+                           level=0, name="dense", masks=masks.ones_like_model(trainer.model),
+                           init=InitialWeights.from_file(theta, "theta_0"))
+            evaluating = {"seconds": 0.0, "calls": 0}
+            evaluate = trainer.evaluate
+
+            def timed(split, evaluate=evaluate, evaluating=evaluating):
+                started = time.perf_counter()
+                try:
+                    return evaluate(split)
+                finally:
+                    evaluating["seconds"] += time.perf_counter() - started
+                    evaluating["calls"] += 1
+
+            trainer.evaluate = timed
+            try:
+                started = time.perf_counter()
+                result = train(spec, bench)
+                wall = time.perf_counter() - started
+            finally:
+                del trainer.evaluate
+            training = wall - evaluating["seconds"]
+            print(f"  eval every 100, test {'every 100' if not test_every else f'every {test_every}'}: "
+                  f"{wall:6.1f} s wall, {evaluating['seconds']:5.1f} s in {evaluating['calls']} split evaluations "
+                  f"= {evaluating['seconds'] / training:.0%} of the {training:.1f} s of training "
+                  f"(XLA {'on' if trainer.jit_compile else 'off'}; early stop {result['early_stop_iteration']}, "
+                  f"test {result['early_stop_test_accuracy']:.4f})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet300_100,conv2")
@@ -98,12 +154,19 @@ def main():
     parser.add_argument("--density", type=float, default=0.2)
     parser.add_argument("--steps", default="2000,30", help="training steps per timed call, one per model")
     parser.add_argument("--repeats", type=int, default=5, help="rounds, alternating which engine goes first")
+    parser.add_argument("--level", action="store_true", help="also time one dense level of --flagfile")
+    parser.add_argument("--flagfile", default=os.path.join(REPO, "flags", "lenet300_mnist.cfg"))
+    parser.add_argument("--level_iterations", type=int, default=0, help="shorten the level (0: the flagfile's)")
+    parser.add_argument("--test_every", type=int, default=1000)
     args = parser.parse_args()
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
     names = [n.strip() for n in args.models.split(",")]
     steps = [int(s) for s in args.steps.split(",")]
     for name, count in zip(names, steps + steps[-1:] * (len(names) - len(steps))):
         measure(name, count, args)
+    if args.level:
+        print(f"one dense level of {os.path.relpath(args.flagfile, REPO)}, in this process, one after another")
+        level(args)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -26,7 +26,7 @@ PINNED = {
     "conv6_cifar10.cfg": ("0cec9c66", "accbfccd"),
     "conv6_dropout_cifar10.cfg": ("3959840a", "d367466f"),
     "lenet300_fashion_mnist_24k.cfg": ("9cabe2da", "3fc6bdea"),
-    "lenet300_mnist.cfg": ("32d96d70", "c367fc47"),
+    "lenet300_mnist.cfg": ("ef5eaa1c", "2392d1ee"),
     "lenet300_mnist_24k.cfg": ("3bed4275", "f3f7ae21"),
     "quickstart.cfg": ("8b09a594", "ca8945bd"),
     "resnet18.cfg": ("09b69e52", "2b5ae639"),

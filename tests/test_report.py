@@ -245,7 +245,8 @@ def test_the_committed_lenet_record_replays_unchanged_through_the_reader(tmp_pat
     flag_values = flags.FlagValues()
     flags_lib.define_flags(flag_values)
     flag_values(["test", f"--flagfile={os.path.join(REPO, 'flags', 'lenet300_mnist.cfg')}", "--levels=12",
-                 "--replicates=2", "--controls=reinit,random_prune", "--experiment_name=lenet300_mnist"])
+                 "--replicates=2", "--controls=reinit,random_prune", "--experiment_name=lenet300_mnist",
+                 "--eval_every=500", "--test_every=0"])  # as the record was made
     config = flags_lib.config_from_flags(flag_values)
     folder = tmp_path / "lenet300_mnist"
     os.makedirs(folder)
