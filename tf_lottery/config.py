@@ -71,6 +71,9 @@ class ModelConfig:
         _require(not self.hidden_units or self.model == "mlp", "hidden_units", "applies only to --model=mlp")
 
 
+RETRAIN_MODES = ("reset", "lr_rewind", "finetune")
+
+
 @dataclasses.dataclass(frozen=True)
 class PruningConfig:
     levels: int = option(0, "Pruning levels after the dense level 0 (level L keeps about (1-p)^L of the weights).", hashed=False)
@@ -81,6 +84,12 @@ class PruningConfig:
     output_prune_rate: Optional[float] = option(None, "Fraction of the remaining output-layer weights pruned per level (default: half of --prune_rate, as in the paper).")
     prune_layers_ignore: Tuple[str, ...] = option((), "Layers (all their prunable weights) or weight paths (fc1/kernel) never pruned: their masks stay all ones.")
     rewind_iteration: int = option(0, "Reset survivors to the dense run's weights after this many iterations (0: the original initialisation).")
+    retrain: str = option(
+        "reset", "How each pruned level retrains (Renda et al. 2020). reset: survivors reset to θ0 (θk with "
+        "--rewind_iteration), the schedule from k. lr_rewind: survivors keep the final weights of the run the mask "
+        "was computed from, the learning-rate schedule replayed from --rewind_iteration. finetune: the same weights, "
+        "trained from --rewind_iteration to the end at the schedule's final learning rate.",
+        choices=RETRAIN_MODES)
     controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
 
     def rate_for(self, kind: str) -> float:
@@ -97,6 +106,8 @@ class PruningConfig:
             value = getattr(self, flag)
             _require(value is None or 0.0 <= value < 1.0, flag, f"must be in [0, 1), got {value}")
         _require(self.rewind_iteration >= 0, "rewind_iteration", f"must be >= 0, got {self.rewind_iteration}")
+        _require(self.retrain in RETRAIN_MODES, "retrain",
+                 f"unknown mode {self.retrain!r}; known: {', '.join(RETRAIN_MODES)}")
         unknown = [c for c in self.controls if c not in CONTROLS]
         _require(not unknown, "controls", f"unknown control(s) {', '.join(unknown)}; known: {', '.join(CONTROLS)}")
         _require(len(set(self.controls)) == len(self.controls), "controls", "lists a control twice")

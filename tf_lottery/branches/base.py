@@ -35,6 +35,7 @@ from tf_lottery import config as config_lib
 from tf_lottery.experiment import results
 from tf_lottery.experiment.paths import BranchPaths
 from tf_lottery.experiment.reader import Experiment
+from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import run as run_lib
 from tf_lottery.training.hooks import Hook, SaveWeightsAt
 from tf_lottery.training.run import InitialWeights, RunSpec
@@ -174,9 +175,11 @@ class Branch:
 
     def spec(self, cell: Cell, name: str, masks, init: InitialWeights, start_iteration: int,
              data_seed: Optional[int] = None) -> RunSpec:
-        """A run of this branch named `name` in the cell's folder, with the branch's settings."""
+        """A run of this branch named `name` in the cell's folder, with the branch's settings (retrained
+        at a pruned level as the experiment's --retrain says)."""
         return RunSpec(
-            directory=self.folder(cell).run(name).directory, config=self.config, replicate=cell.replicate,
+            directory=self.folder(cell).run(name).directory, config=retraining_config(self.config, cell.level),
+            replicate=cell.replicate,
             level=cell.level, name=name, masks=masks, init=init, start_iteration=start_iteration,
             data_seed=self.config.data_seed(cell.replicate) if data_seed is None else data_seed)
 

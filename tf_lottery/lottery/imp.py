@@ -2,7 +2,9 @@
 
 Level 0 trains the dense network from θ0 (saving θk on the way when rewinding);
 level L prunes the survivors of level L-1 (or, one-shot, of level 0) by magnitude
-and resets them to θ0 or θk. `--controls` schedules the reinit and random_prune
+and resets them to θ0 or θk, or with --retrain keeps their trained values and
+replays the learning-rate schedule from k (lr_rewind) or trains at its final rate
+(finetune). `--controls` schedules the reinit and random_prune
 branches beside every pruned level, in the folders and results.csv rows they
 always had. Every run checks for its result.json first and every file is written
 once, atomically, so running the same experiment again resumes it.
@@ -23,6 +25,7 @@ from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.reader import Experiment, check_compatible
 from tf_lottery.experiment.results import result_rows, write_results
 from tf_lottery.pruning import masks as masks_lib, strategies
+from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import checkpoints
 from tf_lottery.training.hooks import SaveWeightsAt
 from tf_lottery.training.run import InitialWeights, RunSpec, train
@@ -88,16 +91,24 @@ class ImpLoop:
     def _ticket_spec(self, replicate: int, level: int) -> RunSpec:
         config, rewind = self.config, self.config.pruning.rewind_iteration
         paths = self.paths.run(replicate, level, "imp")
-        if level > 0 and rewind:
+        if level > 0 and config.pruning.retrain != "reset":
+            # The survivors keep the weights the mask was computed from (Renda et al.'s rewinding of the
+            # learning rate only, and fine-tuning).
+            init = InitialWeights.from_file(self._mask_source(replicate, level).final_weights, "previous_final")
+        elif level > 0 and rewind:
             theta_k = self.paths.theta_rewind(replicate)
             if not os.path.exists(theta_k):
                 raise checkpoints.CheckpointError(f"{theta_k} is missing although level 0 finished; delete level_00 to redo it")
             init = InitialWeights.from_file(theta_k, "theta_rewind")
         else:
             init = InitialWeights.from_file(self.paths.theta_init(replicate), "theta_0")
-        return RunSpec(directory=paths.directory, config=config, replicate=replicate, level=level, name="imp",
-                       masks=self._ticket_masks(replicate, level), init=init,
+        return RunSpec(directory=paths.directory, config=retraining_config(config, level), replicate=replicate,
+                       level=level, name="imp", masks=self._ticket_masks(replicate, level), init=init,
                        start_iteration=rewind if level > 0 else 0, data_seed=config.data_seed(replicate))
+
+    def _mask_source(self, replicate: int, level: int):
+        """The run whose final weights level `level`'s mask is computed from."""
+        return self.paths.run(replicate, 0 if self.config.pruning.prune_mode == "oneshot" else level - 1, "imp")
 
     def _ticket_masks(self, replicate: int, level: int) -> masks_lib.Masks:
         """IMP's mask at `level`: level 0 is dense; later levels prune by magnitude."""
@@ -108,7 +119,7 @@ class ImpLoop:
         if os.path.exists(mask_path):
             return masks_lib.load(mask_path)
         oneshot = self.config.pruning.prune_mode == "oneshot"
-        source = self.paths.run(replicate, 0 if oneshot else level - 1, "imp")
+        source = self._mask_source(replicate, level)
         checkpoints.load_weights(model, source.final_weights)
         current = masks_lib.ones_like_model(model) if oneshot else masks_lib.load(source.mask)
         groups = strategies.groups(strategies.weight_rates(model, self.config.pruning), self.config.pruning.pruning_scope)
