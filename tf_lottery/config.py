@@ -91,6 +91,14 @@ class PruningConfig:
         "trained from --rewind_iteration to the end at the schedule's final learning rate.",
         choices=RETRAIN_MODES)
     controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
+    early_bird: bool = option(
+        False, "Early-Bird tickets (You et al. 2020, on weights rather than BatchNorm channels): every "
+        "--early_bird_every iterations a level draws the mask the next level would take; once the last "
+        "--early_bird_window normalised Hamming distances between successive masks are all below "
+        "--early_bird_threshold, the level ends there and the next is pruned from its weights (iterative pruning).")
+    early_bird_every: int = option(0, "Iterations between Early-Bird mask draws (0: one epoch of the training split).")
+    early_bird_window: int = option(5, "Successive Early-Bird mask distances that must all be below the threshold.")
+    early_bird_threshold: float = option(0.1, "Early-Bird threshold on the normalised Hamming distance between successive masks.")
 
     def rate_for(self, kind: str) -> float:
         """The per-level pruning rate of a layer kind: 'dense', 'conv' or 'output'."""
@@ -108,6 +116,15 @@ class PruningConfig:
         _require(self.rewind_iteration >= 0, "rewind_iteration", f"must be >= 0, got {self.rewind_iteration}")
         _require(self.retrain in RETRAIN_MODES, "retrain",
                  f"unknown mode {self.retrain!r}; known: {', '.join(RETRAIN_MODES)}")
+        _require(not self.early_bird or self.prune_mode == "iterative", "early_bird",
+                 "draws each level's mask from the level before it: it needs --prune_mode=iterative")
+        _require(self.early_bird_every >= 0, "early_bird_every", f"must be >= 0, got {self.early_bird_every}")
+        _require(self.early_bird_window >= 1, "early_bird_window", f"must be >= 1, got {self.early_bird_window}")
+        _require(0.0 < self.early_bird_threshold <= 1.0, "early_bird_threshold",
+                 f"must be in (0, 1], got {self.early_bird_threshold}")
+        for flag in ("early_bird_every", "early_bird_window", "early_bird_threshold"):
+            default = next(f.default for f in dataclasses.fields(self) if f.name == flag)
+            _require(self.early_bird or getattr(self, flag) == default, flag, "applies only with --early_bird")
         unknown = [c for c in self.controls if c not in CONTROLS]
         _require(not unknown, "controls", f"unknown control(s) {', '.join(unknown)}; known: {', '.join(CONTROLS)}")
         _require(len(set(self.controls)) == len(self.controls), "controls", "lists a control twice")

@@ -43,7 +43,7 @@ from tf_lottery.utils import derive_seed
 
 # What the default measure() copies from each run's result.json into the branch table.
 MEASURED = ("final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
-            "final_validation_accuracy", "final_test_loss", "train_seconds")
+            "final_validation_accuracy", "final_test_loss", "train_seconds", "iterations_trained")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Branch:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
-    columns: ClassVar[Tuple[str, ...]] = ("run",) + MEASURED  # its table's own columns
+    columns: ClassVar[Tuple[str, ...]] = ("run",) + MEASURED + ("iterations_spent",)  # its table's own columns
     pruned_levels_only: ClassVar[bool] = False  # True: level 0 (dense) gives it nothing to do
     prunes: ClassVar[bool] = False  # whether the --prune_* flags mean anything to it
     part_options: ClassVar[Tuple[str, ...]] = ()  # options that choose parts (see parts())
@@ -115,11 +115,18 @@ class Branch:
 
     def measure(self, cell: Cell, finished: Dict[str, dict], bench) -> List[dict]:
         """Its table rows for `cell` from {run name: result.json}; bench gives TensorFlow work a home."""
-        del cell, bench
-        return [{"run": name, "density": result["density"], **{k: result.get(k) for k in MEASURED}}
+        del bench
+        return [{"run": name, "density": result["density"], **{k: result.get(k) for k in MEASURED},
+                 "iterations_spent": self.iterations_spent(cell, result)}
                 for name, result in finished.items()]
 
     # What it gets -------------------------------------------------------------
+
+    def iterations_spent(self, cell: Cell, *results: dict) -> int:
+        """The training iterations it took to produce a network of this cell: those the parent's
+        mask of the cell needed, plus each of `results`' own (the runs that led to the network)."""
+        return (self.parent.mask_iterations(cell.replicate, cell.level, cell.variant)
+                + sum(int(r["iterations_trained"]) for r in results))
 
     def hashed_values(self) -> Dict:
         options = {f.name: config_lib.canonical(getattr(self.options, f.name))

@@ -46,7 +46,8 @@ from tf_lottery.pruning import strategies
 from tf_lottery.training.run import InitialWeights
 
 MODES = ("ticket", "mask_only", "random_ticket")
-COLUMNS = ("mode", "dataset", "optimizer", "learning_rate", "iterations", "output_layer", "run") + MEASURED
+COLUMNS = ("mode", "dataset", "optimizer", "learning_rate", "iterations", "output_layer", "run") + MEASURED + (
+    "iterations_spent",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +201,9 @@ class Transfer(Branch):
             row = {"mode": cell.part, "dataset": self.config.data.dataset, "optimizer": training.optimizer,
                    "learning_rate": training.learning_rate, "iterations": training.iterations,
                    "output_layer": "rebuilt" if self.rebuilt else "transferred", "run": name,
-                   "density": result["density"], **{k: result.get(k) for k in MEASURED}}
+                   "density": result["density"], **{k: result.get(k) for k in MEASURED},
+                   # a random ticket's mask cost nothing to find; the others are the source's
+                   "iterations_spent": (int(result["iterations_trained"]) if cell.part == "random_ticket"
+                                        else self.iterations_spent(cell, result))}
             rows.append(row)
         return rows

@@ -119,6 +119,24 @@ class Experiment:
         path = self.run(replicate, level, variant).result
         return files.read_json(path) if os.path.exists(path) else None
 
+    def iterations_spent(self, replicate: int, level: int, variant: str) -> int:
+        """The training iterations it took to produce that run's network: its own and its mask's
+        (experiment.results.add_costs)."""
+        return int(self._cost_row(replicate, level, variant)["iterations_spent"])
+
+    def mask_iterations(self, replicate: int, level: int, variant: str) -> int:
+        """The training iterations its mask needed (0 at level 0)."""
+        row = self._cost_row(replicate, level, variant)
+        return int(row["iterations_spent"]) - int(row["iterations_trained"])
+
+    def _cost_row(self, replicate: int, level: int, variant: str) -> dict:
+        self.require_finished(replicate, level, variant)
+        row = next(r for r in self.rows() if (r["replicate"], r["level"], r["variant"]) == (replicate, level, variant))
+        if row["iterations_spent"] is None:
+            raise UnfinishedRun(f"replicate {replicate} level {level} {variant} of {self.paths.root}: a run its mask "
+                                "was computed from has not finished, so its cost is unknown")
+        return row
+
     def finished(self, replicate: int, level: int, variant: str) -> bool:
         return os.path.exists(self.run(replicate, level, variant).result)
 

@@ -7,6 +7,7 @@ level, variant) the branch measured. Both are rewritten whole and atomically.
 
 import csv
 import math
+import os
 from typing import Dict, List, Mapping, Sequence
 
 from tf_lottery.config import VARIANTS
@@ -18,10 +19,11 @@ RESULT_COLUMNS = (
     "replicate", "level", "variant", "density", "remaining_weights", "total_weights",
     "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
     "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
-    "train_seconds",
+    "train_seconds", "iterations_trained", "iterations_spent", "early_bird_iteration",
 )
 INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
-                   "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations")
+                   "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations",
+                   "iterations_trained", "iterations_spent", "early_bird_iteration")
 TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm", "mode", "dataset", "optimizer",
                 "output_layer", "output_mask", "compare_with")
 # Every branch table starts with these; the branch's own measurements follow.
@@ -56,10 +58,45 @@ def typed(row: Mapping[str, str]) -> Dict:
 
 
 def result_rows(paths: ExperimentPaths) -> List[dict]:
-    """Every finished run's result.json, in results.csv's order."""
-    rows = [read_json(p) for p in paths.result_files()]
+    """Every finished run's result.json, in results.csv's order, with what each cost (add_costs)."""
+    rows = []
+    for path in paths.result_files():
+        row = read_json(path)
+        if "iterations_trained" not in row:  # written before result.json counted it: run.json says where it started
+            spec = os.path.join(os.path.dirname(path), "run.json")
+            start = int(read_json(spec).get("start_iteration", 0)) if os.path.exists(spec) else 0
+            row["iterations_trained"] = int(row.get("final_iteration", 0)) - start
+        rows.append(row)
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     rows.sort(key=lambda r: (r["replicate"], r["level"], order.get(r["variant"], len(order)), r["variant"]))
+    return add_costs(rows, _prune_mode(paths))
+
+
+def _prune_mode(paths: ExperimentPaths) -> str:
+    stored = read_json(paths.config).get("config", {}) if os.path.exists(paths.config) else {}
+    return stored.get("prune_mode", "iterative")
+
+
+def add_costs(rows: List[dict], prune_mode: str) -> List[dict]:
+    """Sets every row's iterations_spent: the training iterations it took to produce that network.
+
+    A run's own iterations (iterations_trained) plus those its mask needed: nothing at
+    level 0; at level L the whole cost of the imp run the mask was computed from (level
+    L-1, or level 0 one-shot), whose own cost counts its mask's in turn. The controls
+    share their level's imp mask, hence its cost. A dense run's first k iterations,
+    where θk comes from, are counted once, in level 0. Where a run of the mask's lineage
+    has not finished, the cost is left empty.
+    """
+    spent = {}  # (replicate, level) -> the imp run's cost
+    for row in sorted(rows, key=lambda r: (r["replicate"], r["level"], r["variant"] != "imp")):
+        replicate, level = row["replicate"], row["level"]
+        if level == 0:
+            mask_cost = 0
+        else:
+            mask_cost = spent.get((replicate, 0 if prune_mode == "oneshot" else level - 1))
+        row["iterations_spent"] = None if mask_cost is None else mask_cost + row["iterations_trained"]
+        if row["variant"] == "imp":
+            spent[(replicate, level)] = row["iterations_spent"]
     return rows
 
 

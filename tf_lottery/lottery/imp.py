@@ -24,6 +24,7 @@ from tf_lottery.experiment import files
 from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.reader import Experiment, check_compatible
 from tf_lottery.experiment.results import result_rows, write_results
+from tf_lottery.lottery import early_bird
 from tf_lottery.pruning import masks as masks_lib, strategies
 from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import checkpoints
@@ -84,9 +85,25 @@ class ImpLoop:
     def _train(self, spec: RunSpec, level: int, replicate: int, wait: bool = True):
         rewind = self.config.pruning.rewind_iteration
         hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind else []
+        if self.config.pruning.early_bird and spec.name == "imp":
+            hooks.append(self._early_bird(level))
         result = train(spec, self.bench, hooks, wait=wait)
         if result is not None and self.bench.is_chief:
             write_results(self.paths)
+
+    def _early_bird(self, level: int) -> early_bird.EarlyBird:
+        """The hook that ends level `level` once the mask of level `level` + 1 settles."""
+        pruning, config = self.config.pruning, self.config
+        groups = strategies.groups(strategies.weight_rates(self.bench.trainer(config).model, pruning), pruning.pruning_scope)
+
+        def draw(model):
+            return strategies.magnitude_masks(masks_lib.prunable_values(model), masks_lib.get_masks(model), groups, level + 1)
+
+        every = pruning.early_bird_every or early_bird.epoch_iterations(
+            len(self.bench.splits(config).train_images), config.data.batch_size)
+        # Level 0 may not end before θk is saved.
+        earliest = pruning.rewind_iteration if level == 0 else 0
+        return early_bird.EarlyBird(draw, every, pruning.early_bird_window, pruning.early_bird_threshold, earliest)
 
     def _ticket_spec(self, replicate: int, level: int) -> RunSpec:
         config, rewind = self.config, self.config.pruning.rewind_iteration

@@ -4,7 +4,8 @@ The loop in training/run.py calls every hook of a run:
   on_start(run, resumed)        before the first step (also after a resumption)
   next_stop(iteration)          an iteration the loop must pause at, or None
   at_stop(run, iteration)       at every pause: every `every` iterations, at next_stop's
-                                iterations, evaluations, checkpoints and the end
+                                iterations, evaluations, checkpoints and the end; it may
+                                call run.request_stop() to end the run there
   on_evaluation(run, i, values) after each evaluation; values has 'test' only where test was read
   on_checkpoint(run, i)         after each checkpoint is written
   on_end(run, result)           before result.json is written; may add fields to result
@@ -29,6 +30,12 @@ class ActiveRun:
     def __init__(self, spec, bench, trainer, log, masks, best_validation_loss: float = math.inf):
         self.spec, self.bench, self.trainer, self.log, self.masks = spec, bench, trainer, log, masks
         self.best_validation_loss = best_validation_loss  # so far (the log's, on resumption)
+        self.stop_requested = False
+
+    def request_stop(self):
+        """Ends the run at the current stop (from at_stop): it is evaluated there and finished as at its
+        last iteration, so result.json's final numbers are those of that iteration."""
+        self.stop_requested = True
 
     @property
     def model(self):

@@ -230,6 +230,8 @@ def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Se
         iteration = target
         for hook in hooks:
             hook.at_stop(run, iteration)
+        if run.stop_requested:  # a hook ends the run here (Early-Bird): evaluated and finished as at the end
+            total = iteration
         train_metrics = trainer.train_metrics()
         evaluated = iteration % training.eval_every == 0 or iteration == total
         if evaluated:
@@ -281,5 +283,7 @@ def _result(spec: RunSpec, run_masks: masks_lib.Masks, metrics_path: str, second
         "weight_densities": masks_lib.weight_densities(run_masks),
         "train_seconds": round(seconds, 2),
         **summary,
+        # What this run cost on its own; experiment.results adds what its mask cost (iterations_spent).
+        "iterations_trained": int(summary.get("final_iteration", spec.end_iteration)) - spec.start_iteration,
     }
 

@@ -1,0 +1,104 @@
+"""Early-Bird tickets in the IMP loop (You et al., ICLR 2020), unstructured.
+
+While a level trains, every `--early_bird_every` iterations the hook draws the mask
+the next level would take from the current weights (the IMP loop's own magnitude
+rule), and the normalised Hamming distance to the mask drawn before it: the
+fraction of prunable weights whose bit differs. When the last `--early_bird_window`
+distances are all below `--early_bird_threshold`, the mask has stopped changing:
+the level ends there, and the next level is pruned from its weights at that
+iteration, as from any level's final weights. The paper draws masks on BatchNorm
+channels (network slimming); this draws them on weights, the unit IMP prunes.
+
+The distances go to metrics.csv (split 'early_bird', metric 'mask_distance'), the
+iteration where the ticket was drawn to result.json ('early_bird_iteration'; none
+when the masks never settled and the level trained to its end). A kill is harmless:
+the distances are read back from metrics.csv and the last drawn mask from
+early_bird_mask_<iteration>.npz, written just before each checkpoint.
+"""
+
+import math
+import os
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from tf_lottery.experiment import files
+from tf_lottery.pruning import masks as masks_lib
+from tf_lottery.training.hooks import ActiveRun, Hook
+
+SPLIT, METRIC = "early_bird", "mask_distance"
+STATE_PREFIX = "early_bird_mask_"  # early_bird_mask_<checkpoint iteration>.npz: the last mask drawn by then
+
+
+def mask_distance(a: masks_lib.Masks, b: masks_lib.Masks) -> float:
+    """Normalised Hamming distance: the fraction of all weights whose mask bit differs."""
+    differing = sum(int(np.count_nonzero((a[name] > 0) != (b[name] > 0))) for name in a)
+    return differing / sum(m.size for m in a.values())
+
+
+def settled(distances: List[float], window: int, threshold: float) -> bool:
+    """Whether the last `window` distances are all below `threshold`."""
+    return len(distances) >= window and all(d < threshold for d in distances[-window:])
+
+
+class EarlyBird(Hook):
+    """Ends a level's run once the mask it would give the next level stops changing.
+
+    Args:
+      draw: the next level's mask from the model's current weights and masks.
+      every, window, threshold: --early_bird_every, --early_bird_window, --early_bird_threshold.
+      earliest: the run may not end before this iteration (θk of a dense run must be saved first).
+    """
+
+    def __init__(self, draw: Callable[[object], masks_lib.Masks], every: int, window: int, threshold: float,
+                 earliest: int = 0):
+        self.draw, self.every, self.window, self.threshold, self.earliest = draw, every, window, threshold, earliest
+        self.previous: Optional[masks_lib.Masks] = None
+        self.distances: List[float] = []
+        self.drawn_at: Optional[int] = None
+
+    def on_start(self, run: ActiveRun, resumed: bool):
+        self.previous, self.distances, self.drawn_at = None, [], None
+        if resumed:
+            self.distances = [r["value"] for r in run.log.rows if r["split"] == SPLIT and r["metric"] == METRIC]
+            state = _state_file(run, int(run.trainer.iteration.numpy()))
+            if os.path.exists(state):
+                self.previous = files.read_masks(state, recover="delete the run's folder to train it again")
+
+    def at_stop(self, run: ActiveRun, iteration: int):
+        if iteration % self.every == 0 and self.drawn_at is None:
+            current = self.draw(run.model)
+            if self.previous is not None:
+                self.distances.append(mask_distance(self.previous, current))
+                run.log.log(iteration, SPLIT, {METRIC: self.distances[-1]})
+            self.previous = current
+            if iteration >= self.earliest and settled(self.distances, self.window, self.threshold):
+                self.drawn_at = iteration
+                run.request_stop()
+        if iteration % run.spec.config.training.checkpoint_every == 0 and self.previous is not None:
+            # Before the checkpoint of this iteration is written, so whichever one a resumption finds has its mask.
+            files.write_masks(run.writable(_state_file(run, iteration)), self.previous)
+
+    def on_checkpoint(self, run: ActiveRun, iteration: int):
+        _remove_states(run, keep=os.path.basename(_state_file(run, iteration)))
+
+    def on_end(self, run: ActiveRun, result):
+        _remove_states(run)
+        result["early_bird_iteration"] = self.drawn_at
+        result["early_bird_last_distance"] = self.distances[-1] if self.distances else math.nan
+
+
+def epoch_iterations(train_examples: int, batch_size: int) -> int:
+    """Iterations in one pass over the training split (the paper's unit for drawing masks)."""
+    return max(1, math.ceil(train_examples / batch_size))
+
+
+def _state_file(run: ActiveRun, iteration: int) -> str:
+    return os.path.join(run.spec.directory, f"{STATE_PREFIX}{iteration}.npz")
+
+
+def _remove_states(run: ActiveRun, keep: str = ""):
+    if run.bench.is_chief:
+        for name in os.listdir(run.spec.directory):
+            if name.startswith(STATE_PREFIX) and name != keep:
+                os.remove(os.path.join(run.spec.directory, name))
