@@ -29,6 +29,9 @@ def test_mask_distance_is_the_fraction_of_differing_bits():
     b = {"x": np.array([1, 0, 1, 0], np.float32), "y": np.ones((2, 3), np.float32)}
     assert early_bird.mask_distance(a, b) == pytest.approx(2 / 10)
     assert early_bird.mask_distance(a, a) == 0.0
+    # Counted among the weights the masks were drawn from (a sparse level's survivors), not all weights.
+    among = {"x": np.array([1, 1, 1, 0], np.float32), "y": np.zeros((2, 3), np.float32)}
+    assert early_bird.mask_distance(a, b, among) == pytest.approx(2 / 3)
 
 
 def test_settled_needs_the_whole_window_below_the_threshold():

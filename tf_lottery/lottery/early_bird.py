@@ -7,7 +7,10 @@ fraction of prunable weights whose bit differs. When the last `--early_bird_wind
 distances are all below `--early_bird_threshold`, the mask has stopped changing:
 the level ends there, and the next level is pruned from its weights at that
 iteration, as from any level's final weights. The paper draws masks on BatchNorm
-channels (network slimming); this draws them on weights, the unit IMP prunes.
+channels (network slimming) from the dense network; this draws them on weights, the
+unit IMP prunes, and normalises the distance by the weights the level's mask leaves
+(those the draw ranks): at level 0 that is every weight, as in the paper, and at a
+sparse level a count over all weights would call any two masks close.
 
 The distances go to metrics.csv (split 'early_bird', metric 'mask_distance'), the
 iteration where the ticket was drawn to result.json ('early_bird_iteration'; none
@@ -30,10 +33,13 @@ SPLIT, METRIC = "early_bird", "mask_distance"
 STATE_PREFIX = "early_bird_mask_"  # early_bird_mask_<checkpoint iteration>.npz: the last mask drawn by then
 
 
-def mask_distance(a: masks_lib.Masks, b: masks_lib.Masks) -> float:
-    """Normalised Hamming distance: the fraction of all weights whose mask bit differs."""
+def mask_distance(a: masks_lib.Masks, b: masks_lib.Masks, candidates: Optional[masks_lib.Masks] = None) -> float:
+    """Normalised Hamming distance: the fraction of the candidate weights (those the masks were
+    drawn among; default all) whose mask bit differs."""
     differing = sum(int(np.count_nonzero((a[name] > 0) != (b[name] > 0))) for name in a)
-    return differing / sum(m.size for m in a.values())
+    count = (sum(int(np.count_nonzero(m)) for m in candidates.values()) if candidates is not None
+             else sum(m.size for m in a.values()))
+    return differing / max(count, 1)
 
 
 def settled(distances: List[float], window: int, threshold: float) -> bool:
@@ -69,7 +75,7 @@ class EarlyBird(Hook):
         if iteration % self.every == 0 and self.drawn_at is None:
             current = self.draw(run.model)
             if self.previous is not None:
-                self.distances.append(mask_distance(self.previous, current))
+                self.distances.append(mask_distance(self.previous, current, run.masks))
                 run.log.log(iteration, SPLIT, {METRIC: self.distances[-1]})
             self.previous = current
             if iteration >= self.earliest and settled(self.distances, self.window, self.threshold):
