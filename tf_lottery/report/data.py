@@ -32,6 +32,7 @@ STABILITY = "stability"  # the branch whose table and curves the stability figur
 PAIRS = ("data", "init")  # the stability branch's --pair values, in the order the report shows them
 DEFAULT_STABLE_THRESHOLD = 0.02  # the branch's --stable_threshold default, for a table without the column
 TRANSFER = "transfer"  # the branch whose table the transfer figure and section show
+METHOD_BRANCHES = ("gmp", "prune_during_training", "retrain_ticket")  # branches whose rows are networks (report.methods)
 TRANSFER_MODES = ("ticket", "mask_only", "random_ticket")  # the transfer branch's --modes, in the order shown
 COMPARE_DENSITY_TOLERANCE = 0.01  # relative: a compare_with level this close in density is "the same density"
 
@@ -70,6 +71,7 @@ class Experiment:
     stability: List[Dict] = dataclasses.field(default_factory=list)  # the shown setting's rows of branches/stability.csv
     stability_hashes: Dict[str, int] = dataclasses.field(default_factory=dict)  # rows per branch_hash in that table
     transfer: List["TransferSetting"] = dataclasses.field(default_factory=list)  # branches/transfer.csv by setting
+    branches: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # METHOD_BRANCHES' tables
 
     @property
     def name(self) -> str:
@@ -124,8 +126,21 @@ def load_experiment(directory: str) -> Experiment:
     in_progress = [(r, level, name, i) for r, level, name, i in experiment.unfinished_runs() if "/" not in name]
     stability, hashes = select_stability(experiment.branch_table(STABILITY))
     transfer = transfer_settings(experiment.branch_table(TRANSFER), experiment.stored_config)
-    return Experiment(directory, experiment.stored_config, experiment.flags, experiment.table(), in_progress,
-                      stability=stability, stability_hashes=hashes, transfer=transfer)
+    return Experiment(directory, experiment.stored_config, experiment.flags, _table_with_costs(experiment), in_progress,
+                      stability=stability, stability_hashes=hashes, transfer=transfer,
+                      branches={b: experiment.branch_table(b) for b in METHOD_BRANCHES})
+
+
+def _table_with_costs(experiment: reader.Experiment) -> List[Dict]:
+    """results.csv's rows, with the costs the reader computes where the table was written before it
+    had them (by a process started before iterations_spent existed)."""
+    rows = experiment.table()
+    if rows and "iterations_spent" not in rows[0]:
+        costs = {(r["replicate"], r["level"], r["variant"]): r for r in experiment.rows()}
+        for row in rows:
+            cost = costs.get((row["replicate"], row["level"], row["variant"]), {})
+            row.update({k: cost.get(k) for k in ("iterations_trained", "iterations_spent")})
+    return rows
 
 
 def _format_value(value) -> str:

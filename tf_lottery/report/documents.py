@@ -11,7 +11,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from tf_lottery.report import data
+from tf_lottery.report import data, methods
 from tf_lottery.utils import spans
 
 TABLE_METRICS = (
@@ -42,6 +42,7 @@ FIGURE_CAPTIONS = {
                          "per mode (mean, band: ± one standard deviation over replicates); dashed: the target "
                          "experiment's own ticket (compare_with) at the same density.",
 }
+FIGURE_CAPTIONS.update(methods.CAPTIONS)
 NOT_DRAWN = {  # why a figure is missing, where it is not that nothing has finished
     "stability_vs_rewind": "fewer than two rewind iterations k of the ticket were measured",
 }
@@ -328,6 +329,8 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
             blocks.append(("image", os.path.basename(paths[0]), FIGURE_CAPTIONS[name]))
         else:
             blocks.append(("paragraph", f"*{name}: not drawn, {NOT_DRAWN.get(name, 'no finished run has the data yet')}.*"))
+    if methods.has_methods(experiments):
+        blocks += methods.section(experiments)
     for experiment in experiments:
         title = experiment.name + (f" ({experiment.label})" if experiment.label and experiment.label != experiment.name else "")
         blocks.append(("heading", 2, f"Experiment {title}"))

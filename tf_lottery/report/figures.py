@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only: the report runs on machines without a displ
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 from matplotlib import ticker  # noqa: E402  pylint: disable=wrong-import-position
 
-from tf_lottery.report import data  # noqa: E402  pylint: disable=wrong-import-position
+from tf_lottery.report import data, methods  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANT_COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
 # Several experiments share the variant colours and differ in line style, as
@@ -389,7 +389,8 @@ def transfer_accuracy_figure(experiments: List[data.Experiment], output_dir: str
 
 def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, Optional[List[str]]]:
     """{figure name: written paths, or None when there was nothing to draw}; the stability
-    and transfer figures are named only when an experiment has the branch's table."""
+    and transfer figures are named only when an experiment has the branch's table, the
+    methods figures when there is more than one experiment or a method branch ran."""
     os.makedirs(output_dir, exist_ok=True)
     written = {name: density_figure(experiments, name, output_dir) for name in DENSITY_FIGURES}
     written["training_curves"] = training_curves_figure(experiments, output_dir)
@@ -399,4 +400,7 @@ def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, O
         written["stability_vs_density"] = stability_vs_density_figure(experiments, output_dir)
     if any(e.transfer for e in experiments):
         written["transfer_accuracy"] = transfer_accuracy_figure(experiments, output_dir)
+    if methods.has_methods(experiments):
+        written["methods_accuracy_vs_density"] = methods.accuracy_vs_density_figure(experiments, output_dir)
+        written["methods_accuracy_vs_cost"] = methods.accuracy_vs_cost_figure(experiments, output_dir)
     return written

@@ -1,0 +1,101 @@
+"""The report's methods view: every method's networks against density and against training cost,
+from results.csv and the method branches' tables (gmp, prune_during_training, retrain_ticket)."""
+
+import csv
+import os
+import re
+
+import pytest
+
+from conftest import small_config
+from tf_lottery import report as report_lib
+from tf_lottery.experiment import results
+from tf_lottery.report import methods
+from tf_lottery.utils import write_json
+
+DENSITIES = {0: 1.0, 1: 0.5, 2: 0.25}
+BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density", "run", "start", "criterion",
+                  "then", "final_test_accuracy", "early_stop_test_accuracy", "iterations_spent")
+
+
+def _write_csv(path, columns, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _imp_row(level, replicate):
+    accuracy = 0.97 + 0.01 * level + 0.002 * replicate
+    return {**{c: 0 for c in results.RESULT_COLUMNS}, "replicate": replicate, "level": level, "variant": "imp",
+            "density": DENSITIES[level], "final_test_accuracy": accuracy, "early_stop_test_accuracy": accuracy,
+            "iterations_spent": 100 * (level + 1)}
+
+
+def _branch_row(branch, level, replicate, accuracy, cost, **options):
+    return {"branch": branch, "branch_hash": "abcd1234", "replicate": replicate, "level": level, "variant": "imp",
+            "density": DENSITIES[level], "final_test_accuracy": accuracy, "early_stop_test_accuracy": accuracy - 0.01,
+            "iterations_spent": cost, **options}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("methods")
+    folder = root / "source"
+    config = small_config(root, experiment_name="source", levels=2, replicates=2)
+    os.makedirs(folder)
+    write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
+    (folder / "flags.cfg").write_text("--model=mlp\n")
+    _write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS,
+               [_imp_row(level, r) for level in DENSITIES for r in (0, 1)])
+    gmp = [_branch_row("gmp", level, r, 0.95 + 0.004 * r, 160, start="trained", run="imp") for level in (1, 2) for r in (0, 1)]
+    pdt = [_branch_row("prune_during_training", 2, 0, 0.90, 100, criterion="movement", then="reset", run="prune"),
+           _branch_row("prune_during_training", 2, 0, 0.96, 200, criterion="movement", then="reset", run="retrain")]
+    _write_csv(str(folder / "branches" / "gmp.csv"), BRANCH_COLUMNS, gmp)
+    _write_csv(str(folder / "branches" / "prune_during_training.csv"), BRANCH_COLUMNS, pdt)
+    result = report_lib.build_report([str(folder)], str(root / "report"))
+    with open(result["markdown"]) as f:
+        result["text"] = f.read()
+    return result
+
+
+def _table(markdown):
+    section = re.split(r"\n#+ ", markdown.split("## Methods\n", 1)[1], maxsplit=1)[0]
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    return {(cells[0], int(cells[1])): dict(zip(lines[0], cells)) for cells in lines[2:]}
+
+
+def test_both_method_figures_are_drawn_and_referenced(report):
+    for name in methods.FIGURES:
+        assert report["figures"][name], name
+        with open(os.path.join(report["output"], f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        assert f"({name}.png)" in report["text"]
+
+
+def test_the_methods_table_has_each_method_with_mean_std_and_cost(report):
+    table = _table(report["text"])
+    assert table[("imp", 2)]["final test accuracy (%)"] == "99.10 ± 0.14"
+    assert table[("imp", 2)]["iterations_spent"] == "300"
+    gmp = table[("gmp (start=trained)", 1)]
+    assert gmp["final test accuracy (%)"] == "95.20 ± 0.28" and gmp["iterations_spent"] == "160"
+    assert gmp["density (%)"] == "50.00" and gmp["replicates"] == "2"
+
+
+def test_a_pruning_run_that_was_retrained_is_not_a_network_of_its_own(report):
+    table = _table(report["text"])
+    [pdt] = [row for key, row in table.items() if key[0].startswith("prune_during_training")]
+    assert pdt["final test accuracy (%)"] == "96.00" and pdt["iterations_spent"] == "200"
+
+
+def test_a_lone_experiment_without_method_branches_has_no_methods_view(tmp_path):
+    folder = tmp_path / "alone"
+    config = small_config(tmp_path, experiment_name="alone", levels=2)
+    os.makedirs(folder)
+    write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
+    _write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(level, 0) for level in DENSITIES])
+    result = report_lib.build_report([str(folder)], str(tmp_path / "report"))
+    assert not any(name in result["figures"] for name in methods.FIGURES)
+    with open(result["markdown"]) as f:
+        assert "## Methods" not in f.read()

@@ -1,0 +1,202 @@
+"""Every way of producing a sparse network on two axes: accuracy against density, and
+accuracy against the training it cost (iterations_spent).
+
+A method is a series of networks, one per level (density) and replicate: the IMP
+loop's variants of each experiment (so experiments overlaid with other --retrain
+modes or --early_bird are methods too) and the rows of the branches that produce
+networks of their own (METHOD_BRANCHES). The figures draw each series' mean with
+a band from the lowest to the highest replicate; the section tabulates mean ± std.
+"""
+
+import dataclasses
+import math
+from typing import Callable, Dict, List, Optional
+
+from tf_lottery.report import data
+
+Row = Dict[str, object]
+
+
+def _options(*names: str) -> Callable[[Row], Optional[str]]:
+    def label(row: Row) -> Optional[str]:
+        return ", ".join(f"{n}={row[n]}" for n in names if row.get(n) not in (None, ""))
+    return label
+
+
+def _pdt_label(row: Row) -> Optional[str]:
+    """The prune_during_training network a row is: the pruning run kept (then=keep) or its
+    retraining from θ0/θk (then=reset/rewind); the pruning run's row of a retraining part is not one."""
+    then = row.get("then")
+    if row.get("run") == "prune" and then not in (None, "", "keep"):
+        return None
+    return f"criterion={row.get('criterion')}, then={then}"
+
+
+# branch: what names one method among its rows (None: a row that is not a finished network).
+METHOD_BRANCHES: Dict[str, Callable[[Row], Optional[str]]] = {
+    "gmp": _options("start"),
+    "prune_during_training": _pdt_label,
+    "retrain_ticket": _options(),
+}
+assert set(METHOD_BRANCHES) == set(data.METHOD_BRANCHES)
+METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "iterations_spent", "density")
+
+
+@dataclasses.dataclass
+class Method:
+    """One series: {level: {metric: Summary over replicates}}."""
+
+    label: str
+    levels: Dict[int, Dict[str, data.Summary]]
+
+
+def _series(label: str, rows: List[Row]) -> Method:
+    by_level: Dict[int, List[Row]] = {}
+    for row in rows:
+        by_level.setdefault(int(row["level"]), []).append(row)
+    levels = {}
+    for level, group in sorted(by_level.items()):
+        summaries = {m: data.Summary.of([_number(r.get(m)) for r in group]) for m in METRICS}
+        levels[level] = {m: s for m, s in summaries.items() if s is not None}
+    return Method(label, levels)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def methods(experiments: List[data.Experiment]) -> List[Method]:
+    """Every method with a finished network in the experiments, in a stable order."""
+    found = []
+    for experiment in experiments:
+        for variant in experiment.variants():
+            rows = [r for r in experiment.rows if r["variant"] == variant]
+            found.append(_series(experiment.variant_label(variant), rows))
+        prefix = f"{experiment.label}: " if experiment.label else ""
+        for branch, label_of in METHOD_BRANCHES.items():
+            rows = experiment.branches.get(branch, [])
+            several = len({r.get("branch_hash") for r in rows}) > 1  # settings beyond the label: name the hash
+            groups: Dict[str, List[Row]] = {}
+            for row in rows:
+                label = label_of(row)
+                if label is None:
+                    continue
+                name = branch + (f" ({label})" if label else "") + (f" [{row['branch_hash']}]" if several else "")
+                groups.setdefault(prefix + name, []).append(row)
+            found += [_series(name, group) for name, group in groups.items()]
+    return [m for m in found if m.levels]
+
+
+def has_methods(experiments: List[data.Experiment]) -> bool:
+    """Whether there is more than the IMP loop's own variants to compare (a method branch ran,
+    or experiments are overlaid)."""
+    return len(experiments) > 1 or any(experiment.branches.get(b) for experiment in experiments for b in METHOD_BRANCHES)
+
+
+# Figures ---------------------------------------------------------------------
+
+FIGURES = ("methods_accuracy_vs_density", "methods_accuracy_vs_cost")
+PANELS = (("final_test_accuracy", "final test accuracy"), ("early_stop_test_accuracy", "test accuracy at early stop"))
+
+
+def _points(method: Method, x_metric: str, y_metric: str):
+    points = [(v[x_metric], v[y_metric]) for v in method.levels.values() if x_metric in v and y_metric in v]
+    return sorted(points, key=lambda p: p[0].mean)
+
+
+def _draw(axis, method: Method, index: int, x_metric: str, y_metric: str, x_scale: float):
+    from tf_lottery.report import figures  # pylint: disable=import-outside-toplevel  (matplotlib on demand)
+    points = _points(method, x_metric, y_metric)
+    if not points:
+        return False
+    color = figures.plt.get_cmap("tab10")(index % 10)
+    line_style, marker = figures.EXPERIMENT_STYLES[(index // 10) % len(figures.EXPERIMENT_STYLES)]
+    x = [p[0].mean * x_scale for p in points]
+    axis.plot(x, [p[1].mean * 100 for p in points], linestyle=line_style, marker=marker, markersize=4, color=color,
+              label=method.label)
+    axis.fill_between(x, [p[1].low * 100 for p in points], [p[1].high * 100 for p in points], color=color,
+                      alpha=0.12, linewidth=0)
+    return True
+
+
+def _y_limits(axis, found: List[Method], metric: str):
+    """Zoom on the networks worth comparing: from a little below the worst mean above 90%."""
+    means = [v[metric].mean * 100 for m in found for v in m.levels.values() if metric in v]
+    good = [m for m in means if m >= 90.0] or means
+    if good:
+        axis.set_ylim(min(good) - 0.5, max(means) + 0.3)
+
+
+def accuracy_vs_density_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    from tf_lottery.report import figures  # pylint: disable=import-outside-toplevel
+    found = methods(experiments)
+    if not found:
+        return None
+    figure, axes = figures.plt.subplots(1, 2, figsize=(13, 4.8), sharey=False)
+    percents = [v["density"].mean * 100 for m in found for v in m.levels.values() if "density" in v]
+    for axis, (metric, title) in zip(axes, PANELS):
+        for index, method in enumerate(found):
+            _draw(axis, method, index, "density", metric, 100.0)
+        figures._density_axis(axis, sorted(set(percents)))  # pylint: disable=protected-access
+        _y_limits(axis, found, metric)
+        axis.set_ylabel(f"{title} (%)")
+        axis.set_title(f"Every method: {title}")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figures._save(figure, output_dir, FIGURES[0])  # pylint: disable=protected-access
+
+
+def accuracy_vs_cost_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
+    from tf_lottery.report import figures  # pylint: disable=import-outside-toplevel
+    found = [m for m in methods(experiments) if any("iterations_spent" in v for v in m.levels.values())]
+    if not found:
+        return None
+    figure, axis = figures.plt.subplots(figsize=(8.5, 4.8))
+    for index, method in enumerate(found):
+        _draw(axis, method, index, "iterations_spent", "final_test_accuracy", 1.0)
+    axis.set_xscale("log")
+    axis.set_xlabel("training iterations spent to produce the network (iterations_spent)")
+    _y_limits(axis, found, "final_test_accuracy")
+    axis.set_ylabel("final test accuracy (%)")
+    axis.set_title("Accuracy against training cost")
+    axis.grid(True, which="major", alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figures._save(figure, output_dir, FIGURES[1])  # pylint: disable=protected-access
+
+
+CAPTIONS = {
+    "methods_accuracy_vs_density": "Every method that produced networks (the IMP loop's variants of each experiment "
+                                   "and the gmp, prune_during_training and retrain_ticket branches) against percent "
+                                   "of weights remaining: final test accuracy and test accuracy at early stop (mean, "
+                                   "band: min-max over replicates).",
+    "methods_accuracy_vs_cost": "Final test accuracy against the training iterations it took to produce each network "
+                                "(iterations_spent: its own run and the runs its mask needed), a point per level.",
+}
+
+
+# Section ---------------------------------------------------------------------
+
+def section(experiments: List[data.Experiment]) -> List[tuple]:
+    """The Methods section: per method and level, density, accuracy and cost."""
+    from tf_lottery.report import documents  # pylint: disable=import-outside-toplevel
+    blocks = [("heading", 2, "Methods"),
+              ("paragraph", "Every way these experiments produced a sparse network, at each level: density, final "
+                            "test accuracy and test accuracy at early stop (mean ± sample standard deviation over "
+                            "replicates) and `iterations_spent`, the training iterations that network cost (its own "
+                            "run plus the runs its mask needed; mean over replicates).")]
+    header = ["method", "level", "density (%)", "final test accuracy (%)", "test accuracy at early stop (%)",
+              "iterations_spent", "replicates"]
+    rows = []
+    for method in methods(experiments):
+        for level, values in method.levels.items():
+            count = max((s.count for s in values.values()), default=0)
+            cost = values.get("iterations_spent")
+            rows.append([method.label, str(level),
+                         f"{values['density'].mean * 100:.2f}" if "density" in values else "",
+                         documents.format_summary(values.get("final_test_accuracy"), "accuracy"),
+                         documents.format_summary(values.get("early_stop_test_accuracy"), "accuracy"),
+                         f"{cost.mean:,.0f}" if cost else "", str(count)])
+    blocks.append(("table", header, rows))
+    return blocks
