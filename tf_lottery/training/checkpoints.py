@@ -16,7 +16,8 @@ class CheckpointError(RunError):
 
 
 class RunCheckpoint:
-    """Model, optimizer, iteration (hence data position) and running train metrics of a run."""
+    """Model, optimizer, iteration (hence data position) and running train metrics of a run, and the
+    forward model's own variables when the trainer wraps the model (loop.ModelWrap)."""
 
     def __init__(self, directory: str, trainer, write_directory: Optional[str] = None):
         """Restores from `directory`; saves to `write_directory` (default: the same).
@@ -25,10 +26,12 @@ class RunCheckpoint:
         saves to a scratch directory of its own, as TensorFlow's multi-worker rules ask.
         """
         self.directory = directory
-        self.checkpoint = tf.train.Checkpoint(
-            model=trainer.model, optimizer=trainer.optimizer, iteration=trainer.iteration,
-            train_loss=trainer.train_loss, train_accuracy=trainer.train_accuracy,
-        )
+        tracked = dict(model=trainer.model, optimizer=trainer.optimizer, iteration=trainer.iteration,
+                       train_loss=trainer.train_loss, train_accuracy=trainer.train_accuracy)
+        forward = getattr(trainer, "forward_model", trainer.model)
+        if forward is not trainer.model:  # a wrapped model's own state (tfmot's masks, step counter) resumes too
+            tracked["forward_model"] = forward
+        self.checkpoint = tf.train.Checkpoint(**tracked)
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_directory or directory, max_to_keep=1)
 
     def restore(self) -> bool:

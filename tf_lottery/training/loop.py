@@ -13,9 +13,16 @@ back to the plain step, with one warning.
 Evaluation on one replica reads its splits from tensors preprocessed once and kept
 on the model's device (pipeline.ResidentSplit), in the dataset path's batches and
 order, so the sums are the same; with several replicas it reads a distributed dataset.
+
+A ModelWrap trains the model through another forward pass that shares its variables
+(tfmot's pruning wrappers, for the gmp branch): `model` stays the masked model that
+weights files, masks and checkpoints are about, `forward_model` is what the training
+step and evaluation call. Wrapped steps are never compiled with XLA.
 """
 
+import dataclasses
 import logging
+from typing import Callable, Hashable, Optional
 
 import tensorflow as tf
 import tf_keras as keras
@@ -48,11 +55,28 @@ def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model:
     return not tf.config.list_logical_devices("GPU")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelWrap:
+    """A transformation of the masked model for training, e.g. tfmot's pruning wrappers.
+
+    Attributes:
+      key: hashable and JSON-friendly; trainers are cached by it (and run.json records it).
+      build: masked model -> forward model, sharing the masked model's variables; called once,
+        under the strategy scope. Its own variables (tfmot's masks, thresholds, step counter)
+        are checkpointed with the run.
+      reset: sets the forward model's own state back to a run's start (Trainer.reset calls it).
+    """
+
+    key: Hashable
+    build: Callable[[keras.Model], keras.Model]
+    reset: Callable[[keras.Model], None] = lambda forward: None
+
+
 class Trainer:
     """Runs chunks of training steps and full evaluations under a tf.distribute strategy."""
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, training_config, global_batch_size: int,
-                 mixed_precision: str = "float32", jit_compile: bool = False):
+                 mixed_precision: str = "float32", jit_compile: bool = False, wrap: Optional[ModelWrap] = None):
         """Create it under `strategy.scope()`.
 
         Args:
@@ -62,9 +86,13 @@ class Trainer:
           global_batch_size: examples per step over all replicas; losses are averaged over it.
           mixed_precision: the model's Keras dtype policy; mixed_float16 adds dynamic loss scaling.
           jit_compile: compile each step with XLA (see use_xla); falls back when the model cannot be.
+          wrap: train and evaluate through wrap.build(model) (never with XLA); None: the model itself.
         """
         self.strategy = strategy
         self.model = model
+        self.wrap = wrap
+        with strategy.scope():
+            self.forward_model = wrap.build(model) if wrap is not None else model
         self.global_batch_size = global_batch_size
         self.weight_decay = float(training_config.weight_decay)
         with strategy.scope():
@@ -84,7 +112,7 @@ class Trainer:
         self._loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=keras.losses.Reduction.NONE
         )
-        self.jit_compile = bool(jit_compile) and self._compiles()
+        self.jit_compile = bool(jit_compile) and wrap is None and self._compiles()
         self._step_fn = tf.function(self._step, jit_compile=True) if self.jit_compile else self._step
         self._train_steps = tf.function(self._train_steps_fn)
         self._evaluate = tf.function(self._evaluate_fn)
@@ -110,7 +138,7 @@ class Trainer:
     # Training -----------------------------------------------------------------
 
     def reset(self, start_iteration: int):
-        """Fresh optimizer state and metrics; the schedule resumes at `start_iteration`."""
+        """Fresh optimizer state, metrics and wrapper state; the schedule resumes at `start_iteration`."""
         for variable in self.optimizer.variables:
             variable.assign(tf.zeros_like(variable))
         if self.loss_scaling and self.optimizer.dynamic:
@@ -119,6 +147,8 @@ class Trainer:
             state.current_loss_scale.assign(state.initial_loss_scale)
             state.counter.assign(0)
         self.iteration.assign(start_iteration)
+        if self.wrap is not None:
+            self.wrap.reset(self.forward_model)
         self.reset_train_metrics()
 
     def reset_train_metrics(self):
@@ -132,7 +162,7 @@ class Trainer:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             # Under a mixed policy the logits are float16/bfloat16: the loss is taken in float32.
-            logits = tf.cast(self.model(images, training=True), tf.float32)
+            logits = tf.cast(self.forward_model(images, training=True), tf.float32)
             per_example = self._loss(labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if self.weight_decay > 0:
@@ -164,7 +194,7 @@ class Trainer:
     # Evaluation ---------------------------------------------------------------
 
     def _eval_step(self, images, labels):
-        logits = tf.cast(self.model(images, training=False), tf.float32)
+        logits = tf.cast(self.forward_model(images, training=False), tf.float32)
         loss_sum = tf.reduce_sum(self._loss(labels, logits))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return tf.stack([loss_sum, correct, tf.cast(tf.size(labels), tf.float32)])

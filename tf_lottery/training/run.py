@@ -28,6 +28,7 @@ from tf_lottery.experiment.paths import RunPaths
 from tf_lottery.pruning import masks as masks_lib
 from tf_lottery.training import checkpoints, progress, summaries
 from tf_lottery.training.hooks import ActiveRun, Hook
+from tf_lottery.training.loop import ModelWrap
 from tf_lottery.training.workbench import Workbench, fresh_weights
 from tf_lottery.utils import exclusive_lock, read_json, write_json
 
@@ -70,6 +71,8 @@ class RunSpec:
       data_seed: seed of its training data order.
       stop_iteration: end the run here instead of at the schedule's end (a replay of
         the start of another run; the schedule is the full one).
+      model_wrap: train the model through this transformation of it (training.loop.ModelWrap:
+        tfmot's pruning wrappers for the gmp branch); None: the masked model itself.
     """
 
     directory: str
@@ -82,6 +85,7 @@ class RunSpec:
     start_iteration: int = 0
     data_seed: int = 0
     stop_iteration: Optional[int] = None
+    model_wrap: Optional[ModelWrap] = None
 
     @property
     def end_iteration(self) -> int:
@@ -106,6 +110,8 @@ class RunSpec:
                   "start_iteration": self.start_iteration, "data_seed": self.data_seed, "config": self.config.flat()}
         if self.stop_iteration:
             record["stop_iteration"] = self.stop_iteration
+        if self.model_wrap is not None:
+            record["model_wrap"] = self.model_wrap.key
         return record
 
 
@@ -159,7 +165,7 @@ def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Opt
     """Sets the model to the run's start (or its last checkpoint) and trains it to the end."""
     paths, config, chief = spec.paths, spec.config, bench.is_chief
     run_masks, initial = _starting_point(spec, bench)
-    trainer = bench.trainer(config)
+    trainer = bench.trainer(config, spec.model_wrap)
     checkpoints.assign_weights(trainer.model, initial, source="initial weights")
     masks_lib.apply_masks(trainer.model, run_masks)
     trainer.reset(spec.start_iteration)

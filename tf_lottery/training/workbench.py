@@ -15,7 +15,7 @@ from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
 from tf_lottery.lottery.plan import build_model
 from tf_lottery.pruning import constraint
-from tf_lottery.training.loop import Trainer, use_xla
+from tf_lottery.training.loop import ModelWrap, Trainer, use_xla
 
 
 def fresh_weights(config: ExperimentConfig, info: data.DatasetInfo, seed: int) -> Tuple[List[str], List[np.ndarray]]:
@@ -56,21 +56,23 @@ class Workbench:
         d = config.data
         return data.load(d.dataset, d.data_dir, d.validation_size, d.download)  # cached per process
 
-    def trainer(self, config: ExperimentConfig) -> Trainer:
-        """The masked model and its compiled trainer for `config` (built once per setting)."""
+    def trainer(self, config: ExperimentConfig, wrap: Optional[ModelWrap] = None) -> Trainer:
+        """The masked model and its compiled trainer for `config`, trained through `wrap` when given
+        (built once per setting and wrap key)."""
         replicas = self.strategy.num_replicas_in_sync
         if config.data.batch_size % replicas:
             raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
         info = self.splits(config).info
         key = (config.model, info.input_shape, info.num_classes, config.training, config.data.batch_size,
-               config.run.mixed_precision, config.run.jit_compile)
+               config.run.mixed_precision, config.run.jit_compile, None if wrap is None else wrap.key)
         if key not in self._trainers:
             with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
                 model = build_model(config, info)
                 self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
                                               mixed_precision=config.run.mixed_precision,
                                               jit_compile=use_xla(config.run.jit_compile, self.strategy,
-                                                                  config.training.iterations, model))
+                                                                  config.training.iterations, model),
+                                              wrap=wrap)
         return self._trainers[key]
 
     def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, object]:
