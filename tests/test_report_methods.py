@@ -50,8 +50,8 @@ def report(tmp_path_factory):
     _write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS,
                [_imp_row(level, r) for level in DENSITIES for r in (0, 1)])
     gmp = [_branch_row("gmp", level, r, 0.95 + 0.004 * r, 160, start="trained", run="imp") for level in (1, 2) for r in (0, 1)]
-    pdt = [_branch_row("prune_during_training", 2, 0, 0.90, 100, criterion="movement", then="reset", run="prune"),
-           _branch_row("prune_during_training", 2, 0, 0.96, 200, criterion="movement", then="reset", run="retrain")]
+    pdt = [_branch_row("prune_during_training", 2, 0, 0.90, 100, criterion="movement", then="reset", run="imp_pruning"),
+           _branch_row("prune_during_training", 2, 0, 0.96, 200, criterion="movement", then="reset", run="imp_reset")]
     _write_csv(str(folder / "branches" / "gmp.csv"), BRANCH_COLUMNS, gmp)
     _write_csv(str(folder / "branches" / "prune_during_training.csv"), BRANCH_COLUMNS, pdt)
     result = report_lib.build_report([str(folder)], str(root / "report"))

@@ -27,7 +27,7 @@ def _pdt_label(row: Row) -> Optional[str]:
     """The prune_during_training network a row is: the pruning run kept (then=keep) or its
     retraining from θ0/θk (then=reset/rewind); the pruning run's row of a retraining part is not one."""
     then = row.get("then")
-    if row.get("run") == "prune" and then not in (None, "", "keep"):
+    if str(row.get("run", "")).endswith("_pruning") and then not in (None, "", "keep"):
         return None
     return f"criterion={row.get('criterion')}, then={then}"
 
