@@ -78,6 +78,9 @@ def test_the_line_starts_and_ends_at_the_copies_and_the_table_holds_the_pair(par
         assert row["instability_test"] == pytest.approx(barrier(errors))
         assert row["endpoint_test_error"] == pytest.approx((errors[0] + errors[-1]) / 2)
         assert row["density"] == pytest.approx(copies[0]["density"])
+        # the level-1 mask cost level 0's run; each copy trains from k to the end
+        assert row["iterations_spent"] == dense["iterations_trained"] + sum(c["iterations_trained"] for c in copies)
+        assert copies[0]["iterations_trained"] == dense["iterations_trained"] - row["rewind_iteration"]
         assert row["dense_test_accuracy"] == pytest.approx(dense["final_test_accuracy"])
         assert row["l2_distance"] > 0 and 0 <= row["disagreement"] <= 1, "two data orders give two networks"
         assert row["stable"] == (row["instability_test"] < 0.02)

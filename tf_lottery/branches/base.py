@@ -124,8 +124,10 @@ class Branch:
 
     def iterations_spent(self, cell: Cell, *results: dict) -> int:
         """The training iterations it took to produce a network of this cell: those the parent's
-        mask of the cell needed, plus each of `results`' own (the runs that led to the network)."""
-        return (self.parent.mask_iterations(cell.replicate, cell.level, cell.variant)
+        mask of the cell needed, plus each of `results`' own (the runs that led to the network).
+        The controls' masks come from the level's imp mask, so they cost what it did (also for
+        controls a branch derives itself)."""
+        return (self.parent.mask_iterations(cell.replicate, cell.level, "imp")
                 + sum(int(r["iterations_trained"]) for r in results))
 
     def hashed_values(self) -> Dict:

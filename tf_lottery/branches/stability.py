@@ -95,7 +95,7 @@ class Pair:
 
 COLUMNS = ("density", "rewind_iteration", "pair", "instability_test", "instability_train", "endpoint_test_error",
            "max_test_error", "endpoint_train_error", "max_train_error", "l2_distance", "disagreement",
-           "pruning_distance", "stable", "matching", "dense_test_accuracy")
+           "pruning_distance", "stable", "matching", "dense_test_accuracy", "iterations_spent")
 
 
 @branches.register
@@ -192,6 +192,8 @@ class Stability(Branch):
             "stable": bool(summary["instability_test"] < o.stable_threshold),
             "matching": bool(endpoint_accuracy >= dense["final_test_accuracy"] - o.matching_tolerance),
             "dense_test_accuracy": dense["final_test_accuracy"],
+            # the pair's mask and both copies (θk's first k iterations are the dense run's, counted in its level 0)
+            "iterations_spent": self.iterations_spent(cell, *finished.values()),
         }]
 
 
