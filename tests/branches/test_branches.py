@@ -2,7 +2,6 @@
 branches give the numbers --controls gives; bad input is one line and writes nothing."""
 
 import glob
-import hashlib
 import math
 import os
 import signal
@@ -16,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as framework_config
 
 import toy_branch  # noqa: F401  (registers the toy branch)
-from branch_helpers import copy_of, run_branch
+from branch_helpers import copy_of, digest, run_branch
 from conftest import REPO, small_config
 from tf_lottery import branches
 from tf_lottery.branches import runner
@@ -44,16 +43,6 @@ def parent(tmp_path_factory):
     yield os.path.join(config.run.output_dir, "parent"), rows
     framework_config.disable_op_determinism()  # the public API can only turn it on
 
-
-
-def digest(root):
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "**"), recursive=True)):
-        h.update(path.encode())
-        if os.path.isfile(path) and not path.endswith(".lock"):
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
 
 
 def test_the_reader_returns_exactly_the_runners_rows(parent):

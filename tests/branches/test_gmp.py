@@ -12,6 +12,7 @@ from tensorflow.python.framework import config as framework_config
 
 from branch_helpers import run_branch
 from conftest import small_config
+from stop_hook import StopAt
 from tf_lottery import branches
 from tf_lottery.branches.base import Cell
 from tf_lottery.branches.gmp import GmpOptions
@@ -19,7 +20,6 @@ from tf_lottery.experiment import files
 from tf_lottery.experiment.reader import Experiment
 from tf_lottery.lottery import imp
 from tf_lottery.training import run as run_lib
-from tf_lottery.training.hooks import Hook
 from tf_lottery.training.workbench import Workbench
 
 ARGS = ("--branch=gmp", "--levels=1", "--noprogress")
@@ -84,19 +84,13 @@ def test_start_trained_is_level_0s_final_weights_and_init_is_theta_0(parent):
     assert trained["learning_rate"] == 3e-3 and trained["iterations"] == 60
 
 
-class Interrupt(Hook):
-    def at_stop(self, run, iteration):
-        if iteration == 30:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_gmp_run_resumes_to_the_same_numbers(parent, tmp_path):
     branch, whole = gmp_run(parent, "trained")
     [spec] = branch.runs(Cell(0, 1, "imp"))
     spec = dataclasses.replace(spec, directory=str(tmp_path / "resumed"))
     with Workbench(None, parent) as bench:
         with pytest.raises(KeyboardInterrupt):
-            run_lib.train(spec, bench, branch.hooks(spec) + [Interrupt()])
+            run_lib.train(spec, bench, branch.hooks(spec) + [StopAt(30)])
         assert os.path.isdir(spec.paths.checkpoints) and not os.path.exists(spec.paths.result)
         result = run_lib.train(spec, bench, branch.hooks(spec))
         # The same trainer (cached by its wrap) trains the next run from a clean tfmot state.

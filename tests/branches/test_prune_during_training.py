@@ -3,7 +3,6 @@ weights that moved least, reset retrains from θ0 with the final mask, parts sha
 run, an interrupted pruning run resumes to the same mask, bad options are one line."""
 
 import glob
-import hashlib
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as framework_config
 
-from branch_helpers import copy_of, run_branch
+from branch_helpers import copy_of, digest, run_branch
 from conftest import small_config
 from tf_lottery.branches import prune_during_training as pdt
 from tf_lottery.experiment import files
@@ -34,16 +33,6 @@ def parent(tmp_path_factory):
     imp.run_experiment(config)
     yield os.path.join(config.run.output_dir, "parent")
     framework_config.disable_op_determinism()
-
-
-def digest(root):
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "**"), recursive=True)):
-        h.update(path.encode())
-        if os.path.isfile(path) and not path.endswith(".lock"):
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
 
 
 class RecordMasks(Hook):

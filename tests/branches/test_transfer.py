@@ -14,6 +14,7 @@ from tensorflow.python.framework import config as framework_config
 
 from branch_helpers import copy_of, run_branch
 from conftest import small_config
+from stop_hook import StopAt
 from tf_lottery import branch as branch_cli
 from tf_lottery import data
 from tf_lottery.branches.base import Cell
@@ -23,7 +24,6 @@ from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files
 from tf_lottery.experiment.reader import Experiment
 from tf_lottery.lottery import imp
-from tf_lottery.training.hooks import Hook
 from tf_lottery.training.workbench import Workbench
 
 QUICK = ("--noprogress", "--deterministic")
@@ -187,20 +187,12 @@ def test_a_bad_mode_or_comparison_is_one_line(parent, capsys):
         capsys.readouterr().err
 
 
-class Crash(Hook):
-    """Kills the run (as far as the run can tell) at iteration 40, after the checkpoint at 20."""
-
-    def at_stop(self, run, iteration):
-        if iteration == 40:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_transfer_resumes_to_the_uninterrupted_numbers(parent, tmp_path, monkeypatch):
     args = ("--branch=transfer", "--levels=1", "--modes=random_ticket", "--dataset=fashion_mnist", *QUICK)
     whole, broken = copy_of(parent, tmp_path / "whole"), copy_of(parent, tmp_path / "broken")
     assert run_branch(f"--experiment_dir={whole}", *args) == 0
     with monkeypatch.context() as patch:
-        patch.setattr(Transfer, "hooks", lambda self, spec: [Crash()] if spec.name == "imp_random_ticket" else [])
+        patch.setattr(Transfer, "hooks", lambda self, spec: [StopAt(40)] if spec.name == "imp_random_ticket" else [])
         assert run_branch(f"--experiment_dir={broken}", *args) not in (0, None)  # "interrupted; run ... again"
     folder = run_folder(broken, 1, "imp_random_ticket")
     assert os.path.exists(os.path.join(folder, "checkpoints")) and not os.path.exists(os.path.join(folder, "result.json"))

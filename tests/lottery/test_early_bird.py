@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
+from stop_hook import StopAt
 from tf_lottery import branches
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Cell
@@ -15,7 +16,6 @@ from tf_lottery.experiment.reader import Experiment
 from tf_lottery.lottery import early_bird, imp
 from tf_lottery.pruning import masks as masks_lib, strategies
 from tf_lottery.training import summaries
-from tf_lottery.training.hooks import Hook
 from tf_lottery.training.run import InitialWeights, RunSpec, train
 from tf_lottery.training.workbench import Workbench, fresh_weights
 
@@ -76,20 +76,6 @@ def test_masks_that_keep_changing_train_the_level_to_its_end(tmp_path):
     config = small_config(tmp_path, **{**SETTLES, "early_bird_threshold": 1e-9, "levels": 0})
     [row] = imp.run_experiment(config)
     assert row["final_iteration"] == 60 and row["early_bird_iteration"] is None
-
-
-class StopAt(Hook):
-    """Raises at `iteration`, as a kill would leave the run: after the checkpoint before it."""
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def next_stop(self, iteration):
-        return self.iteration if iteration < self.iteration else None
-
-    def at_stop(self, run, iteration):
-        if iteration == self.iteration:
-            raise KeyboardInterrupt
 
 
 def test_an_interrupted_level_resumes_to_the_same_distances_and_stop(tmp_path):

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import small_config
+from stop_hook import StopAt
 from tf_lottery.experiment import files
 from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.results import read_metrics
 from tf_lottery.data import pipeline
 from tf_lottery.pruning import masks as masks_lib
-from tf_lottery.training.hooks import Hook
 from tf_lottery.training.run import InitialWeights, RunSpec, train
 from tf_lottery.training.workbench import Workbench, fresh_weights
 
@@ -29,20 +29,6 @@ def test_resident_split_gives_the_dataset_paths_numbers_exactly(tmp_path):
         dataset = tf.distribute.get_strategy().experimental_distribute_dataset(
             pipeline.evaluation_dataset(splits.test_images, splits.test_labels, splits.info, 700))
         assert trainer.evaluate(resident) == trainer.evaluate(dataset)
-
-
-class StopAt(Hook):
-    """Raises at `iteration`, as a kill would, after the checkpoint before it was written."""
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def next_stop(self, iteration):
-        return self.iteration if iteration < self.iteration else None
-
-    def at_stop(self, run, iteration):
-        if iteration == self.iteration:
-            raise KeyboardInterrupt
 
 
 def _train(tmp_path, name, test_every, hooks=()):
