@@ -99,3 +99,15 @@ def test_a_lone_experiment_without_method_branches_has_no_methods_view(tmp_path)
     assert not any(name in result["figures"] for name in methods.FIGURES)
     with open(result["markdown"]) as f:
         assert "## Methods" not in f.read()
+
+
+def test_overlaid_experiments_are_named_by_their_non_default_differences(tmp_path):
+    from tf_lottery.report import data  # pylint: disable=import-outside-toplevel
+    base = small_config(tmp_path).flat()
+    old = {k: v for k, v in base.items() if not k.startswith("early_bird")}  # written before --early_bird existed
+    made = [data.Experiment(str(tmp_path / name), config, [], [], [])
+            for name, config in (("old", old), ("rewound", {**base, "retrain": "lr_rewind"}),
+                                 ("bird", {**base, "early_bird": True, "early_bird_threshold": 0.02}))]
+    data.label_experiments(made)
+    assert [e.label for e in made] == ["retrain=reset", "retrain=lr_rewind",
+                                       "early_bird=True, early_bird_threshold=0.02"]

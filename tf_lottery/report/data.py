@@ -14,6 +14,7 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
+from tf_lottery import config as config_lib
 from tf_lottery.config import VARIANTS
 from tf_lottery.errors import Error, UsageError
 from tf_lottery.experiment import reader, results, selection
@@ -152,18 +153,30 @@ def _format_value(value) -> str:
 def label_experiments(experiments: List[Experiment]):
     """Names each experiment by the settings in which it differs from the others.
 
-    One experiment needs no name (its lines are named by variant alone); several
-    that differ in nothing that changes results fall back to their folder names.
+    A setting an experiment's config.json lacks (it was written before the setting
+    existed) counts at its default, which reproduces what it did. Each experiment is
+    named by those of the differing settings it holds at other than their defaults;
+    one that holds them all at their defaults by the differing settings with text
+    values (retrain=reset), else the first. One experiment needs no name (its lines are
+    named by variant alone); several that differ in nothing that changes results fall
+    back to their folder names.
     """
     if len(experiments) < 2:
         return
+    defaults = {f.name: f.default for kind in config_lib.SECTIONS.values() for f in dataclasses.fields(kind)}
+
+    def value(experiment: Experiment, key: str) -> str:
+        return _format_value(experiment.config.get(key, defaults.get(key)))
+
     keys = sorted(set().union(*(e.config for e in experiments)) - NOT_A_DIFFERENCE)
-    differing = [k for k in keys if len({_format_value(e.config.get(k)) for e in experiments}) > 1]
+    differing = [k for k in keys if len({value(e, k) for e in experiments}) > 1]
     for experiment in experiments:
-        if differing:
-            experiment.label = ", ".join(f"{k}={_format_value(experiment.config.get(k))}" for k in differing)
-        else:
+        if not differing:
             experiment.label = experiment.name
+            continue
+        named = [k for k in differing if k in defaults and value(experiment, k) != _format_value(defaults[k])]
+        named = (named or [k for k in differing if isinstance(defaults.get(k), str)] or differing[:1])
+        experiment.label = ", ".join(f"{k}={value(experiment, k)}" for k in named)
 
 
 def level_densities(experiment: Experiment) -> Dict[int, float]:

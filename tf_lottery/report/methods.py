@@ -77,16 +77,15 @@ def methods(experiments: List[data.Experiment]) -> List[Method]:
             found.append(_series(experiment.variant_label(variant), rows))
         prefix = f"{experiment.label}: " if experiment.label else ""
         for branch, label_of in METHOD_BRANCHES.items():
-            rows = experiment.branches.get(branch, [])
-            several = len({r.get("branch_hash") for r in rows}) > 1  # settings beyond the label: name the hash
-            groups: Dict[str, List[Row]] = {}
-            for row in rows:
+            groups: Dict[str, Dict[str, List[Row]]] = {}  # name -> branch hash -> rows
+            for row in experiment.branches.get(branch, []):
                 label = label_of(row)
-                if label is None:
-                    continue
-                name = branch + (f" ({label})" if label else "") + (f" [{row['branch_hash']}]" if several else "")
-                groups.setdefault(prefix + name, []).append(row)
-            found += [_series(name, group) for name, group in groups.items()]
+                if label is not None:
+                    name = prefix + branch + (f" ({label})" if label else "")
+                    groups.setdefault(name, {}).setdefault(str(row.get("branch_hash")), []).append(row)
+            for name, by_hash in groups.items():
+                # settings beyond the label (other options, overrides): the hash tells them apart
+                found += [_series(name + (f" [{h}]" if len(by_hash) > 1 else ""), rows) for h, rows in by_hash.items()]
     return [m for m in found if m.levels]
 
 
@@ -130,6 +129,13 @@ def _y_limits(axis, found: List[Method], metric: str):
         axis.set_ylim(min(good) - 0.5, max(means) + 0.3)
 
 
+def _legend_below(figure, axis, count: int):
+    """The methods' long names under the axes, in two columns: beside them they would squeeze the plot."""
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  ncol=2 if count > 3 else 1, frameon=False)
+
+
 def accuracy_vs_density_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
     from tf_lottery.report import figures  # pylint: disable=import-outside-toplevel
     found = methods(experiments)
@@ -144,7 +150,7 @@ def accuracy_vs_density_figure(experiments: List[data.Experiment], output_dir: s
         _y_limits(axis, found, metric)
         axis.set_ylabel(f"{title} (%)")
         axis.set_title(f"Every method: {title}")
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_below(figure, axes[0], len(found))
     return figures._save(figure, output_dir, FIGURES[0])  # pylint: disable=protected-access
 
 
@@ -162,7 +168,7 @@ def accuracy_vs_cost_figure(experiments: List[data.Experiment], output_dir: str)
     axis.set_ylabel("final test accuracy (%)")
     axis.set_title("Accuracy against training cost")
     axis.grid(True, which="major", alpha=0.3)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_below(figure, axis, len(found))
     return figures._save(figure, output_dir, FIGURES[1])  # pylint: disable=protected-access
 
 
