@@ -111,17 +111,20 @@ def test_density_figure_draws_means_and_starts_controls_from_the_dense_run(exper
     experiment = data.load_experiment(experiments["two"])
     figures.density_figure([experiment], "accuracy_vs_density", str(tmp_path))
     axis = captured["accuracy_vs_density"].axes[0]
-    lines = {line.get_label(): line for line in axis.get_lines()}
-    assert set(lines) == {"imp", "reinit", "random_prune"}
+    names = {"imp": "winning ticket (IMP, reset to θ0)", "reinit": "random reinitialisation",
+             "random_prune": "random pruning"}
+    labelled = {line.get_label(): line for line in axis.get_lines()}
+    assert set(labelled) == set(names.values())
+    lines = {variant: labelled[name] for variant, name in names.items()}
     rows = results.read_table(os.path.join(experiments["two"], "results.csv"))
-    dense, _, _ = _expected(rows, 0, "imp", "final_test_accuracy", 1.0)
+    dense, _, _ = _expected(rows, 0, "imp", "final_test_accuracy", 100.0)  # drawn in percent
     for variant, line in lines.items():
         x, y = line.get_xdata(), line.get_ydata()
         densities = [float(next(r["density"] for r in rows if int(r["level"]) == lv)) * 100 for lv in range(3)]
         np.testing.assert_allclose(x, densities)
         assert y[0] == pytest.approx(dense)
         for level in (1, 2):
-            assert y[level] == pytest.approx(_expected(rows, level, variant, "final_test_accuracy", 1.0)[0])
+            assert y[level] == pytest.approx(_expected(rows, level, variant, "final_test_accuracy", 100.0)[0])
     assert axis.get_xscale() == "log"
     left, right = axis.get_xlim()
     assert left > right  # from 100% on the left down to the sparsest level
@@ -166,7 +169,9 @@ def test_overlay_names_what_differs_between_experiments(experiments, tmp_path):
     assert "`two` = rewind_iteration=0" in markdown and "`one` = rewind_iteration=20" in markdown
     with open(os.path.join(output, "accuracy_vs_density.svg")) as f:
         svg = f.read()
-    assert "rewind_iteration=20: random_prune" in svg and "rewind_iteration=0: imp" in svg
+    assert "rewind_iteration=20: random pruning" in svg
+    assert "rewind_iteration=20: winning ticket (IMP, rewound to θ20)" in svg
+    assert "rewind_iteration=0: winning ticket (IMP, reset to θ0)" in svg
 
 
 def _make_partial(source: str, destination: str):
@@ -262,6 +267,13 @@ def test_the_committed_lenet_record_replays_unchanged_through_the_reader(tmp_pat
         return text[text.index("## Experiment"):text.index("### Flags")]
 
     assert body(result["markdown"]) == body(os.path.join(record, "report.md"))
+    # The status lines: the ticket's matching density, and where each control falls below the dense
+    # network or the ticket.
+    with open(result["markdown"]) as f:
+        markdown = f.read()
+    assert "Complete: all 74 planned runs finished" in markdown
+    assert ("- winning ticket (IMP, reset to θ0) (imp): matches down to **6.95%** of the weights (level 12) "
+            "(the sparsest finished level: it may match further down).") in markdown
 
 
 # Stability: a hand-written branches/stability.csv and its curves ------------------

@@ -109,6 +109,16 @@ class Experiment:
         name = f"oneshot {variant}" if self.oneshot and not (named and "prune_mode" in self.label) else variant
         return f"{self.label}: {name}" if named else name
 
+    def variant_name(self, variant: str) -> str:
+        """What a reader of the papers calls a variant: 'winning ticket (IMP, reset to θ0)', 'random
+        reinitialisation', 'random pruning' (see variant_name)."""
+        return variant_name(self.config, variant)
+
+    def legend_label(self, variant: str, with_experiment: bool = True) -> str:
+        """The figures' name of a variant: variant_name, prefixed '<what differs>: ' when overlaid."""
+        name = self.variant_name(variant)
+        return f"{self.label}: {name}" if with_experiment and self.label else name
+
     def missing_runs(self) -> List[Tuple[int, int, str]]:
         """(replicate, level, variant) planned by config.json but without a finished row."""
         done = {(r["replicate"], r["level"], r["variant"]) for r in self.rows}
@@ -119,6 +129,30 @@ class Experiment:
                     if (replicate, level, variant) not in done:
                         missing.append((replicate, level, variant))
         return missing
+
+
+CONTROL_NAMES = {"reinit": "random reinitialisation", "random_prune": "random pruning"}
+
+
+def variant_name(config: Dict, variant: str) -> str:
+    """The readable name of a variant of an experiment with settings `config` (config.json's flat values).
+
+    imp is the winning ticket, named by how it was found and how it retrains: 'winning ticket (IMP, reset
+    to θ0)', '… rewound to θ20' (--rewind_iteration=20), '… lr_rewind' / '… finetune' (--retrain, 'from
+    iteration k' with a rewind iteration), 'one-shot' for --prune_mode=oneshot and 'Early-Bird ticket'
+    with --early_bird. The controls are 'random reinitialisation' and 'random pruning'.
+    """
+    if variant != "imp":
+        return CONTROL_NAMES.get(variant, variant)
+    k = int(config.get("rewind_iteration") or 0)
+    retrain = config.get("retrain") or "reset"
+    if retrain == "reset":
+        how = f"rewound to θ{k}" if k else "reset to θ0"
+    else:
+        how = retrain + (f" from iteration {k}" if k else "")
+    search = "one-shot" if config.get("prune_mode") == "oneshot" else "IMP"
+    ticket = "Early-Bird ticket" if is_true(config.get("early_bird", False)) else "winning ticket"
+    return f"{ticket} ({search}, {how})"
 
 
 def load_experiment(directory: str) -> Experiment:
@@ -217,6 +251,84 @@ def matching_density(experiment: Experiment, variant: str = "imp",
     return level, level_densities(experiment)[level]
 
 
+def is_censored(row: Dict, budget=None) -> bool:
+    """Whether a run's early-stop iteration is the last it trained (final_iteration, else `budget`):
+    nothing earlier had a lower validation loss, so the iteration is a lower bound, not a measurement."""
+    stop = results.number(row.get("early_stop_iteration"))
+    final = results.number(row.get("final_iteration"))
+    if not (math.isfinite(final) and final > 0):
+        final = results.number(budget)
+    return math.isfinite(stop) and math.isfinite(final) and stop > 0 and stop >= final
+
+
+def censored_counts(experiment: Experiment, variant: str, from_dense: bool = True) -> Dict[int, Tuple[int, int]]:
+    """{level: (runs whose early-stop iteration is censored, finished runs)} of one variant (with
+    `from_dense`, level 0 is the dense ticket run, as in summarize)."""
+    counts: Dict[int, List[int]] = {}
+    for row in experiment.rows:
+        if row["variant"] == variant or (from_dense and row["level"] == 0 and row["variant"] == "imp"):
+            count = counts.setdefault(row["level"], [0, 0])
+            count[0] += is_censored(row, experiment.config.get("iterations"))
+            count[1] += 1
+    return {level: (c, n) for level, (c, n) in sorted(counts.items())}
+
+
+def undertrained_dense(experiment: Experiment) -> Optional[Tuple[int, int, int]]:
+    """(censored replicates, finished replicates, the iteration they stopped at) of level 0 when its
+    early-stop iteration is the end of its training in at least one replicate; None otherwise."""
+    dense = [r for r in experiment.rows if r["level"] == 0 and r["variant"] == "imp"]
+    censored = [r for r in dense if is_censored(r, experiment.config.get("iterations"))]
+    if not censored:
+        return None
+    return len(censored), len(dense), int(max(results.number(r.get("early_stop_iteration")) for r in censored))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fall:
+    """Where a control falls below: its first level more than the tolerance below the dense network
+    or the ticket (level None: none of its finished levels does)."""
+
+    variant: str
+    level: Optional[int]
+    density: Optional[float]
+    accuracy: Optional[float]  # the control's mean early-stop test accuracy there
+    dense: float  # level 0's
+    ticket: Optional[float]  # the ticket's at that level (None: not finished there)
+    below: Tuple[str, ...]  # ("dense network", "ticket"): what it is more than the tolerance below
+    sparsest: Optional[Tuple[int, float]]  # (level, density) of the sparsest level walked when it does not fall
+
+
+def falls_below(experiment: Experiment, variant: str,
+                tolerance: float = selection.DEFAULT_TOLERANCE) -> Optional[Fall]:
+    """Where a control (reinit, random_prune) falls below the winning ticket; None without level 0.
+
+    The rule, on mean early-stop test accuracy over replicates (selection.METRIC, as the ticket's
+    matching rule): walking from the densest pruned level towards the sparsest, the control falls
+    below from the first level at which it is more than `tolerance` below the dense network (level 0)
+    OR more than `tolerance` below the ticket (imp) at the same level, i.e. below
+    max(dense, ticket there) - tolerance. Comparing with the ticket too keeps a control that only
+    keeps up with a weak (under-trained) dense network from being said to match. A level that has
+    not finished ends the walk, as in selection.best_level: what lies beyond is not yet known.
+    """
+    dense = selection.level_means(experiment.rows, "imp").get(0)
+    if dense is None:
+        return None
+    ticket = selection.level_means(experiment.rows, "imp")
+    means = selection.level_means(experiment.rows, variant)
+    walked = None
+    for level in range(1, max(means, default=0) + 1):
+        if level not in means:
+            break
+        density, accuracy = means[level]
+        theirs = ticket[level][1] if level in ticket else None
+        below = tuple(name for name, reference in (("dense network", dense[1]), ("ticket", theirs))
+                      if reference is not None and accuracy < reference - tolerance)
+        if below:
+            return Fall(variant, level, density, accuracy, dense[1], theirs, below, walked)
+        walked = level, density
+    return Fall(variant, None, None, None, dense[1], None, (), walked)
+
+
 def curves(experiment: Experiment, level: int, variant: str) -> Dict[int, Summary]:
     """{iteration: Summary of test accuracy over replicates} of finished runs."""
     values: Dict[int, List[float]] = {}
@@ -248,6 +360,9 @@ def nearest_levels(densities: Dict[int, float], targets_percent) -> List[Tuple[f
 def _flag(value) -> bool:
     """A True/False cell, whether the table reader typed it or left it text."""
     return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+
+is_true = _flag  # for callers outside this module (a True/False setting or cell)
 
 
 def select_stability(table: List[Dict]) -> Tuple[List[Dict], Dict[str, int]]:

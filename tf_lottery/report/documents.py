@@ -25,7 +25,9 @@ TABLE_METRICS = (
 )
 FIGURE_CAPTIONS = {
     "accuracy_vs_density": "Final test accuracy against percent of weights remaining (mean, band: min-max over replicates).",
-    "early_stop_iteration_vs_density": "Early-stopping iteration (minimum validation loss) against percent remaining.",
+    "early_stop_iteration_vs_density": "Early-stopping iteration (minimum validation loss) against percent remaining; "
+                                       "hollow markers: a replicate stopped at its last iteration (censored: the "
+                                       "true early-stopping iteration is at least this).",
     "early_stop_accuracy_vs_density": "Test accuracy at the early-stopping iteration against percent remaining.",
     "training_curves": "Test accuracy during training at the levels nearest 100, 51.3, 21.1, 7.0, 3.6 and 1.9% remaining "
                        "(y axis zoomed on the last 90% of training).",
@@ -69,18 +71,137 @@ def format_summary(summary: Optional[data.Summary], kind: str) -> str:
     return text
 
 
+CENSORED_MARK = "≥ "  # before an early-stop iteration at least one of whose replicates stopped at its last iteration
+CENSORED_NOTE = ("≥: in at least one replicate the early-stopping iteration is the last iteration trained (nothing "
+                 "earlier had a lower validation loss), so the true early-stopping iteration is at least this; the "
+                 "figure draws these points hollow.")
+
+
 def results_table(experiment: data.Experiment, metric: str, kind: str):
-    """(header, rows): a row per finished level, a column per variant."""
+    """(header, rows): a row per finished level, a column per variant. An early-stopping iteration
+    censored in a replicate (data.is_censored) is marked '≥ '."""
     densities = data.level_densities(experiment)
     variants = experiment.variants()
     series = {v: data.summarize(experiment, metric, v, from_dense=False) for v in variants}
+    censored = ({v: data.censored_counts(experiment, v, from_dense=False) for v in variants}
+                if metric == "early_stop_iteration" else {})
     header = ["level", "remaining (%)"] + [experiment.variant_label(v, with_experiment=False) for v in variants] + ["replicates"]
     rows = []
     for level, density in densities.items():
         counts = "/".join(str(series[v][level].count) if level in series[v] else "0" for v in variants)
-        rows.append([str(level), f"{density * 100:.2f}"]
-                    + [format_summary(series[v].get(level), kind) for v in variants] + [counts])
+        cells = []
+        for v in variants:
+            cell = format_summary(series[v].get(level), kind)
+            if censored and censored[v].get(level, (0, 0))[0] and level in series[v]:
+                cell = CENSORED_MARK + cell
+            cells.append(cell)
+        rows.append([str(level), f"{density * 100:.2f}"] + cells + [counts])
     return header, rows
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.2f}%"
+
+
+def _undertrained_sentence(experiment: data.Experiment) -> Optional[str]:
+    undertrained = data.undertrained_dense(experiment)
+    if undertrained is None:
+        return None
+    censored, total, stop = undertrained
+    budget = experiment.config.get("iterations")
+    where = f" (in {censored} of {total} replicates)" if total > 1 else ""
+    of = f" of {int(budget):,}" if budget else ""
+    return (f"**The dense network (level 0) is under-trained**: its early-stopping iteration is its last, "
+            f"{stop:,}{of}{where}: nothing earlier was better, so it was still improving when training stopped. "
+            f"The dense baseline is weak and matching it is easy; the comparison with the ticket at the same "
+            f"density is the one that tells.")
+
+
+def headline(experiment: data.Experiment, tolerance: float) -> str:
+    """The experiment's result in one paragraph, as the paper states it: 'The winning ticket matches the
+    dense network down to X% of the weights (level L); random reinitialisation falls below it from Y%;
+    random pruning from Z%.', and a warning first when level 0 is under-trained.
+
+    The ticket's rule is selection.best_level (export's --level=best); a control's is data.falls_below:
+    the first level at which its mean early-stop test accuracy is more than `tolerance` below the
+    dense network or below the ticket at that level.
+    """
+    match = data.matching_density(experiment, "imp", tolerance)
+    ticket = experiment.variant_name("imp")
+    if not any(r["level"] == 0 and r["variant"] == "imp" for r in experiment.rows):
+        return "The dense network (level 0) has not finished: nothing to compare with yet."
+    densities = data.level_densities(experiment)
+    if match is None or match[0] == 0:
+        first = densities.get(1)
+        text = (f"The {ticket} does not match the dense network even at the first pruned level"
+                + (f" ({_percent(first)}, level 1)" if first is not None else "") + "")
+    else:
+        level, density = match
+        sparsest = level == max(densities)
+        text = (f"The {ticket} matches the dense network down to **{_percent(density)}** of the weights "
+                f"(level {level}{', the sparsest that ran: it may match further down' if sparsest else ''})")
+    said_falls = False
+    for variant in experiment.variants():
+        fall = data.falls_below(experiment, variant, tolerance) if variant != "imp" else None
+        if fall is None:
+            continue
+        name = experiment.variant_name(variant)
+        if fall.level is not None:
+            verb = "" if said_falls else " falls below it"
+            text += f"; {name}{verb} from **{_percent(fall.density)}** (level {fall.level})"
+            said_falls = True
+        elif fall.sparsest is not None:
+            text += f"; {name} does not fall below it down to {_percent(fall.sparsest[1])} (level {fall.sparsest[0]})"
+    text += "."
+    warning = _undertrained_sentence(experiment)
+    return f"{text} {warning}" if warning else text
+
+
+def _rule_text(tolerance: float) -> str:
+    points = f"{tolerance * 100:.2f} percentage points"
+    return (f"How this is decided, on the mean early-stop test accuracy over replicates with a tolerance of {points}: "
+            f"the ticket (imp) matches the dense network down to the sparsest level such that it and every denser "
+            f"level are no more than the tolerance below level 0 (the rule of export's --level=best). A control "
+            f"(reinit, random_prune) falls below from the first level, walking from the densest pruned level, at "
+            f"which it is more than the tolerance below the dense network or more than the tolerance below the "
+            f"ticket at the same level, so a control that keeps up with a weak dense network but not with the "
+            f"ticket falls below. The dense network is under-trained when its early-stopping iteration is the last "
+            f"it trained in any replicate.")
+
+
+def _finding_items(experiment: data.Experiment, tolerance: float) -> List[str]:
+    """Per variant, the numbers behind the headline."""
+    items = []
+    densities = data.level_densities(experiment)
+    for variant in experiment.variants():
+        label = f"{experiment.variant_name(variant)} ({variant})"
+        if variant == "imp":
+            match = data.matching_density(experiment, variant, tolerance)
+            if match is None:
+                items.append(f"{label}: level 0 (dense) has not finished; nothing to compare with.")
+            elif match[0] == 0:
+                first = densities.get(1)
+                where = f" ({first * 100:.2f}%)" if first is not None else ""
+                items.append(f"{label}: does not match even at the first pruned level{where}.")
+            else:
+                level, density = match
+                note = (" (the sparsest finished level: it may match further down)"
+                        if level == max(densities) else "")
+                items.append(f"{label}: matches down to **{density * 100:.2f}%** of the weights (level {level}){note}.")
+            continue
+        fall = data.falls_below(experiment, variant, tolerance)
+        if fall is None:
+            items.append(f"{label}: level 0 (dense) has not finished; nothing to compare with.")
+        elif fall.level is None:
+            where = (f"down to {fall.sparsest[1] * 100:.2f}% (level {fall.sparsest[0]})" if fall.sparsest
+                     else "at any level: none has finished")
+            items.append(f"{label}: does not fall below the dense network or the ticket {where}.")
+        else:
+            ticket = f", the ticket's {fall.ticket * 100:.2f}%" if fall.ticket is not None else ""
+            items.append(f"{label}: falls below from **{fall.density * 100:.2f}%** (level {fall.level}): "
+                         f"{fall.accuracy * 100:.2f}% against the dense network's {fall.dense * 100:.2f}%{ticket} "
+                         f"(more than the tolerance below the {' and the '.join(fall.below)}).")
+    return items
 
 
 def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]:
@@ -109,26 +230,9 @@ def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]
     if not experiment.rows:
         blocks.append(("paragraph", "No run has finished yet: there are no results to tabulate or draw."))
         return blocks
-    items = []
-    for variant in experiment.variants():
-        match = data.matching_density(experiment, variant, tolerance)
-        if match is None:
-            items.append(f"{experiment.variant_label(variant, with_experiment=False)}: level 0 (dense) has not finished; nothing to compare with.")
-            continue
-        level, density = match
-        if level == 0:
-            first = data.level_densities(experiment).get(1)
-            where = f" ({first * 100:.2f}%)" if first is not None else ""
-            items.append(f"{experiment.variant_label(variant, with_experiment=False)}: does not match even at the first pruned level{where}.")
-            continue
-        deepest = max(data.summarize(experiment, "early_stop_test_accuracy", variant))
-        note = " (the sparsest finished level: it may match further down)" if level == deepest and level > 0 else ""
-        items.append(f"{experiment.variant_label(variant, with_experiment=False)}: matches down to **{density * 100:.2f}%** "
-                     f"of the weights (level {level}){note}.")
-    blocks.append(("paragraph", f"Smallest density that still matches the dense network: the sparsest level such "
-                                f"that it and every denser level have a mean early-stop test accuracy no more "
-                                f"than {tolerance * 100:.2f} percentage points below level 0's."))
-    blocks.append(("list", items))
+    blocks.append(("paragraph", headline(experiment, tolerance)))
+    blocks.append(("paragraph", _rule_text(tolerance)))
+    blocks.append(("list", _finding_items(experiment, tolerance)))
     return blocks
 
 
@@ -323,6 +427,13 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
     if len(experiments) > 1:
         blocks.append(("paragraph", "Experiments overlaid (named by what differs between them): "
                                     + "; ".join(f"`{e.name}` = {e.label}" for e in experiments) + "."))
+    finished = [e for e in experiments if e.rows]
+    if finished:
+        blocks.append(("heading", 2, "Result"))
+        for experiment in finished:
+            text = headline(experiment, tolerance)
+            blocks.append(("paragraph", f"`{experiment.name}` ({experiment.label}): {text}"
+                                        if len(experiments) > 1 else text))
     blocks.append(("heading", 2, "Figures"))
     for name, paths in figures.items():
         if paths:
@@ -338,10 +449,14 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
         if experiment.rows:
             blocks.append(("paragraph", "Per level: mean ± sample standard deviation over replicates; "
                                         "`replicates` counts the finished runs of each variant."))
+            blocks.append(("paragraph", "Columns: " + "; ".join(f"{v} = {experiment.variant_name(v)}"
+                                                                 for v in experiment.variants()) + "."))
             for metric, heading, kind in TABLE_METRICS:
                 header, rows = results_table(experiment, metric, kind)
                 blocks.append(("heading", 3, heading))
                 blocks.append(("table", header, rows))
+                if any(cell.startswith(CENSORED_MARK) for row in rows for cell in row):
+                    blocks.append(("paragraph", CENSORED_NOTE))
         if experiment.stability:
             blocks += _stability_blocks(experiment)
         if experiment.transfer:

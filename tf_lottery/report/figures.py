@@ -8,7 +8,7 @@ papers do.
 """
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -23,7 +23,9 @@ VARIANT_COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "ta
 # the paper draws one-shot beside iterative pruning.
 EXPERIMENT_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
 CURVE_TARGETS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)  # percent remaining, the paper's figure 3 levels
-DENSITY_TICKS = (100, 51.3, 21.1, 7.0, 3.6, 1.9, 0.7, 0.3)
+MAX_TICK_LABELS = 14  # more densities than this: every other one (or fewer) labelled, the rest unlabelled ticks
+TICK_MERGE = 0.03  # relative: densities this close (a method's 50.0% beside the ticket's 50.02%) share a tick
+CENSORED_LABEL = "hollow: stopped at its last iteration (≥)"  # the legend's note for censored early stops
 FIGURE_FORMATS = ("png", "svg")
 
 DENSITY_FIGURES = {
@@ -51,18 +53,48 @@ def _style(index: int):
     return EXPERIMENT_STYLES[index % len(EXPERIMENT_STYLES)]
 
 
+def density_ticks(level_percents) -> Tuple[List[float], List[float]]:
+    """(labelled, unlabelled) ticks of a density axis: the percents that ran, densest first.
+
+    Percents within TICK_MERGE (relative) of a denser one share its tick. Up to MAX_TICK_LABELS
+    are all labelled; beyond, every n-th is, counted from the sparsest, and the densest always,
+    the others staying as unlabelled ticks so every density that ran is marked.
+    """
+    ticks: List[float] = []
+    for percent in sorted(set(level_percents), reverse=True):
+        if not ticks or percent < ticks[-1] * (1 - TICK_MERGE):
+            ticks.append(percent)
+    if len(ticks) <= MAX_TICK_LABELS:
+        return ticks, []
+    step = -(-len(ticks) // MAX_TICK_LABELS)
+    chosen = set(range(len(ticks) - 1, -1, -step))
+    if 0 not in chosen:
+        chosen = {i for i in chosen if i >= step} | {0}
+    return ([t for i, t in enumerate(ticks) if i in chosen], [t for i, t in enumerate(ticks) if i not in chosen])
+
+
+def _tick_text(percent: float) -> str:
+    return f"{percent:.3g}"
+
+
 def _density_axis(axis, level_percents: List[float]):
+    """A log axis of percent remaining, from 100% on the left, ticked at the densities that ran."""
     lowest_percent = min(level_percents)
     axis.set_xscale("log")
     axis.set_xlim(108, max(lowest_percent * 0.9, 0.1))  # inverted: pruning proceeds to the right
-    ticks = [t for t in DENSITY_TICKS if t >= lowest_percent * 0.9]
-    if len(ticks) < 3:  # a short experiment: label its own levels instead
-        ticks = sorted({round(d, 1) for d in level_percents}, reverse=True)
-    axis.xaxis.set_major_locator(ticker.FixedLocator(ticks))
-    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.xaxis.set_minor_locator(ticker.NullLocator())
+    labelled, unlabelled = density_ticks(level_percents)
+    axis.xaxis.set_major_locator(ticker.FixedLocator(labelled))
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _tick_text(v)))
+    axis.xaxis.set_minor_locator(ticker.FixedLocator(unlabelled))
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("percent of weights remaining")
     axis.grid(True, which="major", alpha=0.3)
+
+
+def plotted_series(axis) -> Dict[str, Tuple[List[float], List[float]]]:
+    """{legend label: (x, y)} of an axis' labelled lines, as drawn (percent where the axis is in percent)."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in axis.get_lines() if not line.get_label().startswith("_")}
 
 
 def _save(figure, output_dir: str, name: str) -> List[str]:
@@ -75,11 +107,20 @@ def _save(figure, output_dir: str, name: str) -> List[str]:
     return paths
 
 
+PERCENT_METRICS = {"final_test_accuracy", "early_stop_test_accuracy"}  # drawn ×100, in percent
+
+
 def density_figure(experiments: List[data.Experiment], name: str, output_dir: str) -> Optional[List[str]]:
-    """One metric against percent remaining, a line per experiment and variant; None if no data."""
+    """One metric against percent remaining, a line per experiment and variant; None if no data.
+
+    Accuracies are drawn in percent. In the early-stopping iteration figure a level where a
+    replicate stopped at its last iteration (data.is_censored: a lower bound, not a measurement)
+    has a hollow marker, explained by a legend entry.
+    """
     metric, y_label, title = DENSITY_FIGURES[name]
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    percents, drawn = set(), 0
+    percents, drawn, censored_drawn = set(), 0, False
     for index, experiment in enumerate(experiments):
         densities = data.level_densities(experiment)
         line_style, marker = _style(index)
@@ -89,19 +130,31 @@ def density_figure(experiments: List[data.Experiment], name: str, output_dir: st
             if not levels:
                 continue
             x = [densities[lv] * 100 for lv in levels]
-            mean = [series[lv].mean for lv in levels]
-            color = VARIANT_COLORS[variant]
+            mean = [series[lv].mean * scale for lv in levels]
+            color = VARIANT_COLORS.get(variant, "tab:gray")
+            censored = set()
+            if metric == "early_stop_iteration":
+                counts = data.censored_counts(experiment, variant)
+                censored = {i for i, lv in enumerate(levels) if counts.get(lv, (0, 0))[0]}
             axis.plot(x, mean, linestyle=line_style, marker=marker, markersize=4, color=color,
-                      label=experiment.variant_label(variant))
-            axis.fill_between(x, [series[lv].low for lv in levels], [series[lv].high for lv in levels],
+                      markevery=[i for i in range(len(levels)) if i not in censored] if censored else None,
+                      label=experiment.legend_label(variant))
+            if censored:
+                axis.plot([x[i] for i in sorted(censored)], [mean[i] for i in sorted(censored)], linestyle="none",
+                          marker=marker, markersize=6, color=color, markerfacecolor="white", label="_censored")
+                censored_drawn = True
+            axis.fill_between(x, [series[lv].low * scale for lv in levels], [series[lv].high * scale for lv in levels],
                               color=color, alpha=0.15, linewidth=0)
             percents.update(x)
             drawn += 1
     if not drawn:
         plt.close(figure)
         return None
+    if censored_drawn:  # a legend entry of its own, in grey, for every line's hollow markers
+        axis.plot([], [], linestyle="none", marker="o", markersize=6, color="0.35", markerfacecolor="white",
+                  label=CENSORED_LABEL)
     _density_axis(axis, sorted(percents))
-    axis.set_ylabel(y_label)
+    axis.set_ylabel(f"{y_label} (%)" if scale == 100.0 else y_label)
     axis.set_title(title)
     if drawn > 4:  # an overlay's long labels would hide the lines: put the legend beside the axes
         axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -142,25 +195,26 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
                 if not series:
                     continue
                 iterations = list(series)
-                late_values += [s.mean for i, s in series.items() if i >= 0.1 * iterations[-1]]
+                late_values += [s.mean * 100 for i, s in series.items() if i >= 0.1 * iterations[-1]]
                 # Spread over the chosen levels; stop short of viridis' pale yellow end.
                 color = colormap(0.9 * rank / max(len(chosen) - 1, 1))
-                axis.plot(iterations, [s.mean for s in series.values()], color=color,
-                          label=f"{densities[level] * 100:.1f}%")
-                axis.fill_between(iterations, [s.low for s in series.values()], [s.high for s in series.values()],
-                                  color=color, alpha=0.15, linewidth=0)
-            axis.set_title(experiment.variant_label(variant), fontsize=10)
+                axis.plot(iterations, [s.mean * 100 for s in series.values()], color=color,
+                          label=f"{_tick_text(densities[level] * 100)}%")
+                axis.fill_between(iterations, [s.low * 100 for s in series.values()],
+                                  [s.high * 100 for s in series.values()], color=color, alpha=0.15, linewidth=0)
+            axis.set_title(experiment.legend_label(variant), fontsize=10)
             axis.set_xlabel("training iteration")
             axis.grid(True, alpha=0.3)
             if column == 0:
-                axis.set_ylabel("test accuracy")
-            axis.legend(fontsize=7, title="remaining", title_fontsize=7, loc="lower right")
+                axis.set_ylabel("test accuracy (%)")
+            if axis.get_lines():
+                axis.legend(fontsize=7, title="remaining", title_fontsize=7, loc="lower right")
     if late_values:
         # As the paper's figure 3: the first iterations climb from chance and would
         # flatten the differences between levels that matter, so they run off the axis.
         low, high = min(late_values), max(late_values)
-        margin = max(0.15 * (high - low), 0.002)
-        axes[0][0].set_ylim(low - margin, min(high + margin, 1.0))
+        margin = max(0.15 * (high - low), 0.2)
+        axes[0][0].set_ylim(low - margin, min(high + margin, 100.0))
     figure.suptitle("Test accuracy during training at selected pruning levels")
     figure.tight_layout()
     return _save(figure, output_dir, "training_curves")
@@ -308,11 +362,11 @@ def stability_vs_density_figure(experiments: List[data.Experiment], output_dir: 
                 if pair == "init":
                     percents.update(_instability_by_density(
                         axis, experiment, variant, pair, 0, color=color, marker="o", markersize=7,
-                        label=f"{experiment.variant_label(variant)}, two initialisations"))
+                        label=f"{experiment.legend_label(variant)}, two initialisations"))
                 elif pair == "data":
                     percents.update(_instability_by_density(
                         axis, experiment, variant, pair, k, color=color, linestyle=line_style, marker=marker,
-                        markersize=4, label=experiment.variant_label(variant)))
+                        markersize=4, label=experiment.legend_label(variant)))
         axis.set_title(f"rewind k = {k}", fontsize=10)
     if not percents:
         plt.close(figure)

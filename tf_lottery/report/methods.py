@@ -17,26 +17,38 @@ from tf_lottery.report import data
 Row = Dict[str, object]
 
 
-def _options(*names: str) -> Callable[[Row], Optional[str]]:
-    def label(row: Row) -> Optional[str]:
-        return ", ".join(f"{n}={row[n]}" for n in names if row.get(n) not in (None, ""))
-    return label
+GMP_STARTS = {"trained": "from trained weights", "init": "from θ0"}
+PDT_THEN = {"keep": "kept", "reset": "reset", "rewind": "rewound"}
 
 
-def _pdt_label(row: Row) -> Optional[str]:
-    """The prune_during_training network a row is: the pruning run kept (then=keep) or its
-    retraining from θ0/θk (then=reset/rewind); the pruning run's row of a retraining part is not one."""
+def _gmp_label(row: Row, parent: Dict) -> Optional[str]:
+    """'gradual magnitude pruning (tfmot), from trained weights' (--start=trained) or '…, from θ0'."""
+    start = row.get("start")
+    name = "gradual magnitude pruning (tfmot)"
+    return f"{name}, {GMP_STARTS.get(start, start)}" if start not in (None, "") else name
+
+
+def _pdt_label(row: Row, parent: Dict) -> Optional[str]:
+    """'pruning during training (magnitude|movement, kept|reset|rewound)': the pruning run kept
+    (then=keep) or its retraining from θ0/θk (then=reset/rewind); the pruning run's row of a
+    retraining part is not a network of its own (None)."""
     then = row.get("then")
     if str(row.get("run", "")).endswith("_pruning") and then not in (None, "", "keep"):
         return None
-    return f"criterion={row.get('criterion')}, then={then}"
+    return f"pruning during training ({row.get('criterion')}, {PDT_THEN.get(then, then)})"
 
 
-# branch: what names one method among its rows (None: a row that is not a finished network).
-METHOD_BRANCHES: Dict[str, Callable[[Row], Optional[str]]] = {
-    "gmp": _options("start"),
+def _retrain_label(row: Row, parent: Dict) -> Optional[str]:
+    """'Early-Bird ticket retrained' when the parent experiment ran --early_bird, else 'ticket retrained'."""
+    return "Early-Bird ticket retrained" if data.is_true(parent.get("early_bird", False)) else "ticket retrained"
+
+
+# branch: the readable name of the method a row is, from the row and the parent's config.json
+# (None: a row that is not a finished network).
+METHOD_BRANCHES: Dict[str, Callable[[Row, Dict], Optional[str]]] = {
+    "gmp": _gmp_label,
     "prune_during_training": _pdt_label,
-    "retrain_ticket": _options(),
+    "retrain_ticket": _retrain_label,
 }
 assert set(METHOD_BRANCHES) == set(data.METHOD_BRANCHES)
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "iterations_spent", "density")
@@ -74,14 +86,14 @@ def methods(experiments: List[data.Experiment]) -> List[Method]:
     for experiment in experiments:
         for variant in experiment.variants():
             rows = [r for r in experiment.rows if r["variant"] == variant]
-            found.append(_series(experiment.variant_label(variant), rows))
+            found.append(_series(experiment.legend_label(variant), rows))
         prefix = f"{experiment.label}: " if experiment.label else ""
         for branch, label_of in METHOD_BRANCHES.items():
             groups: Dict[str, Dict[str, List[Row]]] = {}  # name -> branch hash -> rows
             for row in experiment.branches.get(branch, []):
-                label = label_of(row)
+                label = label_of(row, experiment.config)
                 if label is not None:
-                    name = prefix + branch + (f" ({label})" if label else "")
+                    name = prefix + label
                     groups.setdefault(name, {}).setdefault(str(row.get("branch_hash")), []).append(row)
             for name, by_hash in groups.items():
                 # settings beyond the label (other options, overrides): the hash tells them apart
