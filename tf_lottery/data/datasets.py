@@ -7,18 +7,14 @@ and the test set is never used for selection.
 
 import dataclasses
 import functools
-import os
 from typing import Optional, Tuple
 
 import numpy as np
 
-from tf_lottery.errors import UsageError
+from tf_lottery.data import sources
+from tf_lottery.data.sources import DataError
 
 VALIDATION_SPLIT_SEED = 0
-
-
-class DataError(UsageError):
-    """A dataset that cannot be found, prepared or used; the message is one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +42,7 @@ class Splits:
     validation_indices: np.ndarray
 
 
-def _data_dir(data_dir: Optional[str]) -> Optional[str]:
-    return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+_data_dir = sources.data_dir  # --data_dir, else $TFDS_DATA_DIR, else TFDS's default
 
 
 def _builder(name: str, data_dir: Optional[str]):
@@ -80,22 +75,8 @@ def describe(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
 
 
 def _prepare(builder, download: bool, data_dir: Optional[str]):
-    location = builder.data_dir
-    if builder.info.splits and all(s in builder.info.splits for s in ("train", "test")):
-        return
-    if not download:
-        raise DataError(
-            f"--data_dir: dataset {builder.name} is not prepared under {os.path.dirname(os.path.dirname(location))}; "
-            "point --data_dir (or TFDS_DATA_DIR) at a prepared TFDS directory, or allow --download"
-        )
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # network failures come in many types
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise DataError(
-            f"--data_dir: dataset {builder.name} is not prepared under {_data_dir(data_dir) or '~/tensorflow_datasets'} "
-            f"and could not be downloaded ({reason}); point --data_dir at a prepared TFDS directory"
-        ) from None
+    """Prepared already, or checked (seconds, see sources.py) and then downloaded and prepared by TFDS."""
+    sources.prepare(builder, download, data_dir)
 
 
 def _read_splits(builder):

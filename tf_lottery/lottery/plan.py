@@ -1,7 +1,8 @@
 """The pruning plan of an experiment: prunable weights, their rates and the density at every level.
 
 Building it validates what flag checks alone cannot (model and dataset names,
---prune_layers_ignore) without reading data or training; `--dry_run` prints it.
+--prune_layers_ignore) without reading data or training; `--dry_run` prints it,
+with a line saying whether the dataset is prepared or can be downloaded.
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ class Plan:
     dataset: data.DatasetInfo
     weights: Tuple[Tuple[str, str, Tuple[int, ...], int, float], ...]  # path, kind, shape, size, rate
     total_parameters: int
+    data_status: str = ""  # the dry run's 'data: ...' line (data.availability); empty outside a dry run
 
     @property
     def sizes(self) -> Dict[str, int]:
@@ -57,7 +59,11 @@ def make_plan(config) -> Plan:
         for w in prunable.prunable_weights(model)
     )
     total = sum(int(v.shape.num_elements()) for v in constraint.model_weights(model))
-    return Plan(config.model.model, spec_info, weights, total)
+    # A real run checks the data when it loads it (and stops there in one line if it cannot);
+    # a dry run, which reads none, only says where it stands.
+    status = (data.availability(config.data.dataset, config.data.data_dir, config.data.download)
+              if config.run.dry_run else "")
+    return Plan(config.model.model, spec_info, weights, total, status)
 
 
 def format_plan(plan: Plan, config) -> str:
@@ -76,4 +82,6 @@ def format_plan(plan: Plan, config) -> str:
     total = sum(plan.sizes.values())
     for level, density in enumerate(plan.densities(scope, levels)):
         lines.append(f"{level:>5}{density:>10.2%}{round(density * total):>12,}")
+    if plan.data_status:
+        lines.append(plan.data_status)
     return "\n".join(lines)
