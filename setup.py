@@ -30,5 +30,5 @@ setup(
         "test": ["pytest>=7"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
     },
-    entry_points={"console_scripts": ["tf-lottery=tf_lottery.main:run"]},
+    entry_points={"console_scripts": ["tf-lottery=tf_lottery.console:run"]},
 )

@@ -1,5 +1,7 @@
 r"""tf_lottery.branch: run a branch (an analysis or new kind of run) over a finished experiment.
 
+    python -m tf_lottery.branch --help [--branch=NAME]    # or: tf-lottery branch --help; NAME's options too
+
     python -m tf_lottery.branch --experiment_dir=runs/lenet300_mnist --branch=reinit \
         [--levels=1,3-5] [--replicates=0,1] [--variants=imp,random_prune] [branch options] \
         [any flag of tf_lottery.main, e.g. --learning_rate=3e-4, to override the parent's] [--dry_run]
@@ -18,14 +20,11 @@ import tf_lottery  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from absl import flags
 
 from tf_lottery import cli, quiet
-
-quiet.import_tensorflow()  # the branches import TensorFlow: quietly, before they load
-# pylint: disable=wrong-import-position
-from tf_lottery import branches  # noqa: E402
-from tf_lottery import config as config_lib  # noqa: E402
-from tf_lottery import flags as flags_lib  # noqa: E402
-from tf_lottery.errors import UsageError  # noqa: E402
-from tf_lottery.utils import spans  # noqa: E402
+from tf_lottery import config as config_lib
+from tf_lottery import flags as flags_lib
+from tf_lottery import help as help_lib
+from tf_lottery.errors import UsageError
+from tf_lottery.utils import spans
 
 PROG = "tf_lottery.branch"
 # Flags of tf_lottery.main that shape the parent experiment itself, not a branch's runs.
@@ -34,24 +33,85 @@ NOT_OVERRIDES = ("levels", "replicates", "replicate", "controls", "experiment_na
 # The architecture is the parent's masks' shape: a branch cannot change it.
 FIXED = ("model", "hidden_units")
 PRUNING = tuple(f.name for f in dataclasses.fields(config_lib.PruningConfig))
+COMMAND_FLAGS = ("experiment_dir", "branch", "levels", "replicates", "variants", "dry_run", "progress", "traceback")
 
 
-def define_flags(flag_values: flags.FlagValues):
+def _branches():
+    """The branch registry: it imports TensorFlow, so quietly and only when a branch is needed."""
+    if "tf_lottery.branches" not in sys.modules:
+        quiet.import_tensorflow()
+    from tf_lottery import branches  # pylint: disable=import-outside-toplevel
+
+    return branches
+
+
+def define_command_flags(flag_values: flags.FlagValues):
+    """The branch command's own flags (no TensorFlow needed)."""
     flags.DEFINE_string("experiment_dir", None, "Finished (or partly finished) experiment folder written by tf_lottery.main.",
                         flag_values=flag_values)
-    flags.DEFINE_string("branch", None, f"Branch to run: {', '.join(branches.names())}.", flag_values=flag_values)
+    flags.DEFINE_string("branch", None, "Branch to run (the branches are listed below; --branch=NAME --help shows its "
+                        "options).", flag_values=flag_values)
     flags.DEFINE_string("levels", "", "Parent levels to branch from, e.g. 1,3-5 (default: every finished level the "
                         "branch applies to).", flag_values=flag_values)
     flags.DEFINE_string("replicates", "", "Parent replicates, e.g. 0,1 (default: every replicate with finished runs).",
                         flag_values=flag_values)
-    flags.DEFINE_list("variants", ["imp"], "Parent variants whose runs the branch starts from.", flag_values=flag_values)
+    flags.DEFINE_list("variants", ["imp"], "Parent variants whose runs the branch starts from: "
+                      f"{', '.join(config_lib.VARIANTS)}.", flag_values=flag_values)
     flags.DEFINE_bool("dry_run", False, "Check the flags and print the runs the branch would train; train nothing.",
                       flag_values=flag_values)
     flags.DEFINE_bool("progress", True, "Show a progress bar per run (plain lines when not on a terminal).",
                       flag_values=flag_values)
     flags.DEFINE_bool("traceback", False, cli.TRACEBACK_HELP, flag_values=flag_values)
+
+
+def define_flags(flag_values: flags.FlagValues):
+    """Every flag the command parses: its own, every branch's options and the main command's overrides."""
+    branches = _branches()
+    define_command_flags(flag_values)
     flags_lib.define_option_flags([branches.get(n).Options for n in branches.names()], flag_values)
     flags_lib.define_flags(flag_values, skip=NOT_OVERRIDES)
+
+
+def _chosen_branch(argv: Sequence[str]):
+    """The value of --branch in `argv` (=NAME or NAME as the next argument), or None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--branch="):
+            return arg.split("=", 1)[1]
+        if arg == "--branch" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def help_text(argv: Sequence[str], prog: str = PROG, full: bool = False) -> str:
+    """The --help page; with --branch=NAME in `argv`, that branch's options too (which loads TensorFlow)."""
+    command_flags = flags.FlagValues()
+    define_command_flags(command_flags)
+    sections = [("branch command", help_lib.flag_entries(command_flags, COMMAND_FLAGS))]
+    name = _chosen_branch(argv)
+    if name:
+        branch_class = _branches().get(name)
+        options = flags.FlagValues()
+        flags_lib.define_option_flags([branch_class.Options], options)
+        fields = [f.name for f in dataclasses.fields(branch_class.Options)]
+        sections.append((f"options of branch {name} ({branch_class.description})",
+                         help_lib.flag_entries(options, fields) or [help_lib.Entry("(none)", "This branch takes no options.")]))
+    sections.append(("branches (--branch=NAME; with --help, its options)",
+                     [help_lib.Entry(n, d) for n, d in help_lib.branch_descriptions().items()]))
+    if full:
+        sections.append(help_lib.NO_ABSL_FLAGS)
+    sections.append(("overrides of the parent's settings (tf-lottery train's flags; pruning ones only for a branch "
+                     "that prunes)",
+                     [help_lib.Entry(f"{section}:", " ".join(f"--{f.name}" for f in dataclasses.fields(kind)
+                                                           if f.name not in NOT_OVERRIDES + FIXED))
+                      for section, kind in config_lib.SECTIONS.items() if section != "model"]))
+    lists = [("models", f"{', '.join(help_lib.model_names())} (fixed by the parent's masks)"),
+             ("datasets (--dataset, for the parent's input shape and classes)", ", ".join(help_lib.dataset_names(argv)))]
+    usage = (f"{help_lib.invocation('branch', prog)} --experiment_dir=DIR --branch=NAME [--levels=1,3-5] "
+             "[--replicates=0,1] [branch options] [flags of tf-lottery train] [--dry_run]")
+    purpose = (help_lib.COMMANDS["branch"].summary + " Writes replicate_<r>/level_<LL>/branch_<name>_<hash>/ and "
+               "<experiment>/branches/<name>.csv; the same call again trains nothing, an interrupted one resumes.")
+    return help_lib.render(usage, purpose, help_lib.example("branch", prog), sections, lists,
+                           help_lib.footer(prog, "a run that failed", full))
 
 
 def parse_numbers(flag: str, text: str) -> List[int]:
@@ -71,6 +131,7 @@ def parse_numbers(flag: str, text: str) -> List[int]:
 def _options(branch_class, flag_values):
     """The branch's options from its flags; options of other branches are refused."""
     own = {f.name for f in dataclasses.fields(branch_class.Options)}
+    branches = _branches()
     others = [kind.Options for kind in map(branches.get, branches.names())]
     given = flags_lib.option_values(others, flag_values, only_present=True)
     stray = sorted(set(given) - own)
@@ -156,6 +217,7 @@ def prepare(flag_values):
 
     if not flag_values.experiment_dir:
         raise UsageError("--experiment_dir is required")
+    branches = _branches()
     if not flag_values.branch:
         raise UsageError(f"--branch is required; known branches: {', '.join(branches.names())}")
     branch_class = branches.get(flag_values.branch)
@@ -176,17 +238,18 @@ def describe(branch, chosen: Sequence) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = PROG) -> int:
     """Parses `argv` (sys.argv by default), runs the branch; returns the exit code."""
+    argv = sys.argv if argv is None else argv
+    wanted = help_lib.requested(argv[1:])
+    if wanted:
+        with cli.one_line_errors(prog):  # an unknown --branch
+            sys.stdout.write(help_text(argv[1:], prog, full=wanted == "helpfull"))
+        return 0
     flag_values = flags.FlagValues()
     define_flags(flag_values)
-    argv = sys.argv if argv is None else argv
-    if any(arg in ("--help", "-h", "--helpfull") for arg in argv[1:]):
-        print(__doc__)
-        print(flag_values.get_help())
-        return 0
-    cli.parse_flags(PROG, flag_values, argv)
-    with cli.one_line_errors(PROG, flag_values.traceback):
+    cli.parse_flags(prog, flag_values, argv)
+    with cli.one_line_errors(prog, flag_values.traceback):
         branch, chosen = prepare(flag_values)
         if flag_values.dry_run:
             print(describe(branch, chosen))

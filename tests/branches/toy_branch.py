@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tf_lottery import branch as branch_cli  # loads TensorFlow quietly, then the branches
+from tf_lottery import branch as branch_cli  # the command (TensorFlow-free until a branch is needed)
 from tf_lottery import branches
 from tf_lottery.branches.base import Branch
 from tf_lottery.config import ConfigError, option

@@ -2,6 +2,7 @@
 
     python -m tf_lottery.export --experiment_dir=DIR --level=best --variant=imp --replicate=0 \
         --format=saved_model,sparse_saved_model,tflite,ticket --output=PATH
+    python -m tf_lottery.export --help       # or: tf-lottery export --help
 
 A missing experiment, level, variant or replicate, or a bad flag, stops with one
 line and exit code 2 before anything is written; an export whose outputs fail
@@ -12,11 +13,23 @@ import sys
 
 from absl import flags
 
-from tf_lottery import cli
+from tf_lottery import cli, help as help_lib
 from tf_lottery.errors import UsageError
-from tf_lottery.export import DEFAULT_TOLERANCE, FORMATS
+from tf_lottery.export import DEFAULT_TOLERANCE, FILE_NAMES, FORMATS
 
 PROG = "tf_lottery.export"
+FORMAT_HELP = {
+    "saved_model": "the trained network with its masks folded in; loads without tf_lottery (uint8 images in, "
+                   "logits and probabilities out)",
+    "sparse_saved_model": "the same serving function, each pruned kernel stored as its survivors and their "
+                          "positions: its size falls with density",
+    "tflite": "converted with sparsity optimisation; --quantize=dynamic|int8 (int8 reports its top-1 agreement on "
+              "the test set)",
+    "ticket": "the survivors at θ0 (or θk), the masks and the model's name and flags; tf_lottery.load_ticket(path) "
+              "rebuilds the masked model ready to train",
+}
+SECTIONS = (("what to export", ("experiment_dir", "level", "tolerance", "variant", "replicate")),
+            ("output", ("format", "output", "quantize", "check_examples", "representative_examples", "traceback")))
 
 
 def define_flags(flag_values: flags.FlagValues):
@@ -38,6 +51,24 @@ def define_flags(flag_values: flags.FlagValues):
     flags.DEFINE_bool("traceback", False, cli.TRACEBACK_HELP, flag_values=flag_values)
 
 
+def help_text(prog: str = PROG, full: bool = False) -> str:
+    """The --help page."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    sections = [(title, help_lib.flag_entries(flag_values, names, {"format": FORMATS})) for title, names in SECTIONS]
+    sections.append(("formats (--format)", [help_lib.Entry(f"{name}: {FILE_NAMES[name]}{'' if '.' in FILE_NAMES[name] else '/'}",
+                                                           FORMAT_HELP[name])
+                                            for name in FORMATS]))
+    if full:
+        sections.append(help_lib.NO_ABSL_FLAGS)
+    usage = (f"{help_lib.invocation('export', prog)} --experiment_dir=DIR [--level=best|final|L] [--variant=imp] "
+             f"[--replicate=0] [--format={','.join(FORMATS)}] [--output=DIR]")
+    purpose = (help_lib.COMMANDS["export"].summary + " Writes export.json beside them: what was written, its size and "
+               "how closely each output agrees with the trained model.")
+    return help_lib.render(usage, purpose, help_lib.example("export", prog), sections,
+                           footer=help_lib.footer(prog, "an export whose outputs fail their check", full))
+
+
 def _describe(name: str, entry: dict) -> str:
     line = f"{name:<20}{entry['path']}  {entry['bytes']:,} bytes"
     if "max_abs_diff" in entry:
@@ -51,13 +82,17 @@ def _describe(name: str, entry: dict) -> str:
     return line
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = PROG) -> int:
     """Parses `argv` (sys.argv by default), exports, prints one line per format; returns the exit code."""
+    argv = sys.argv if argv is None else argv
+    wanted = help_lib.requested(argv[1:])
+    if wanted:
+        sys.stdout.write(help_text(prog, full=wanted == "helpfull"))
+        return 0
     flag_values = flags.FlagValues()
     define_flags(flag_values)
-    argv = sys.argv if argv is None else argv
-    cli.parse_flags(PROG, flag_values, argv)
-    with cli.one_line_errors(PROG, flag_values.traceback):
+    cli.parse_flags(prog, flag_values, argv)
+    with cli.one_line_errors(prog, flag_values.traceback):
         if not flag_values.experiment_dir:
             raise UsageError("--experiment_dir is required")
         from tf_lottery import quiet  # pylint: disable=import-outside-toplevel

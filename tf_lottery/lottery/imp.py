@@ -34,14 +34,40 @@ from tf_lottery.training.workbench import Workbench, fresh_weights
 from tf_lottery.utils import derive_seed, write_json, write_text
 
 
+@dataclasses.dataclass
+class Tally:
+    """What one invocation did with the runs it visited: for the line a rerun prints."""
+
+    finished: int = 0  # had their result.json already
+    trained: int = 0  # trained (or resumed) by this invocation
+    elsewhere: int = 0  # left to another process that holds them
+
+    def add(self, was_finished: bool, result: Optional[dict]):
+        if was_finished:
+            self.finished += 1
+        elif result is None:
+            self.elsewhere += 1
+        else:
+            self.trained += 1
+
+    def line(self) -> str:
+        """'9 of 9 runs already finished; trained 0' or 'trained 4 runs, 9 already finished'."""
+        total = self.finished + self.trained + self.elsewhere
+        if not self.trained and not self.elsewhere:
+            return f"{self.finished} of {total} run{'s' * (total != 1)} already finished; trained 0"
+        text = f"trained {self.trained} run{'s' * (self.trained != 1)}, {self.finished} already finished"
+        return text + (f", {self.elsewhere} left to another process training them" if self.elsewhere else "")
+
+
 class ImpLoop:
-    """Fills one experiment folder with the runs its config plans."""
+    """Fills one experiment folder with the runs its config plans; `tally` counts what it did."""
 
     def __init__(self, config: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None, stream=None):
         self.config = config
         self.strategy = strategy
         self.stream = stream
         self.paths = ExperimentPaths.of(config.run.output_dir, config.experiment_name)
+        self.tally = Tally()
 
     def run(self) -> List[dict]:
         """Runs (or resumes) every chosen replicate; returns the rows of results.csv."""
@@ -87,7 +113,9 @@ class ImpLoop:
         hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind else []
         if self.config.pruning.early_bird and spec.name == "imp":
             hooks.append(self._early_bird(level))
+        was_finished = os.path.exists(spec.paths.result)
         result = train(spec, self.bench, hooks, wait=wait)
+        self.tally.add(was_finished, result)
         if result is not None and self.bench.is_chief:
             write_results(self.paths)
 
