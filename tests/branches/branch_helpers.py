@@ -1,5 +1,6 @@
 """What the branch tests share: the branch command in this process, and copies of a parent."""
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -31,3 +32,23 @@ def digest(root):
             with open(path, "rb") as f:
                 h.update(f.read())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def deterministic_parent(folder, name="parent", **overrides):
+    """A finished --deterministic experiment `name` (levels 0-1 of conftest's small MLP) under `folder`:
+    yields (its root, its rows). Op determinism is on meanwhile, as the commands turn it on for
+    --deterministic, and off again after (the public API can only turn it on)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tensorflow.python.framework import config as framework_config  # pylint: disable=import-outside-toplevel
+
+    from conftest import small_config  # pylint: disable=import-outside-toplevel
+    from tf_lottery.lottery import imp  # pylint: disable=import-outside-toplevel
+
+    tf.config.experimental.enable_op_determinism()
+    try:
+        config = small_config(folder, levels=1, deterministic=True, experiment_name=name, **overrides)
+        rows = imp.run_experiment(config)
+        yield os.path.join(config.run.output_dir, name), rows
+    finally:
+        framework_config.disable_op_determinism()

@@ -11,19 +11,16 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.python.framework import config as framework_config
 
 import toy_branch  # noqa: F401  (registers the toy branch)
-from branch_helpers import copy_of, digest, run_branch
-from conftest import REPO, small_config
+from branch_helpers import copy_of, deterministic_parent, digest, run_branch
+from conftest import REPO
 from tf_lottery import branches
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Branch, Cell
 from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files, results
 from tf_lottery.experiment.reader import Experiment
-from tf_lottery.lottery import imp
 from tf_lottery.registry import UnknownNameError
 from tf_lottery.utils import write_json
 
@@ -36,12 +33,8 @@ def parent(tmp_path_factory):
 
     Op determinism is on for this module, as the commands turn it on for --deterministic.
     """
-    tf.config.experimental.enable_op_determinism()
-    config = small_config(tmp_path_factory.mktemp("parent"), levels=1, controls=("reinit", "random_prune"),
-                          deterministic=True, experiment_name="parent")
-    rows = imp.run_experiment(config)
-    yield os.path.join(config.run.output_dir, "parent"), rows
-    framework_config.disable_op_determinism()  # the public API can only turn it on
+    with deterministic_parent(tmp_path_factory.mktemp("parent"), controls=("reinit", "random_prune")) as parent_:
+        yield parent_
 
 
 

@@ -7,18 +7,15 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.python.framework import config as framework_config
 
-from branch_helpers import run_branch
-from conftest import small_config
+from branch_helpers import deterministic_parent, run_branch
+
 from stop_hook import StopAt
 from tf_lottery import branches
 from tf_lottery.branches.base import Cell
 from tf_lottery.branches.gmp import GmpOptions
 from tf_lottery.experiment import files
 from tf_lottery.experiment.reader import Experiment
-from tf_lottery.lottery import imp
 from tf_lottery.training import run as run_lib
 from tf_lottery.training.workbench import Workbench
 
@@ -29,14 +26,10 @@ FREQUENCY = "--gmp_frequency=10"  # 60 iterations: mask updates at 10, 20, 30, 4
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A finished deterministic experiment (levels 0-1) and the gmp branch run on it with both starts."""
-    tf.config.experimental.enable_op_determinism()
-    config = small_config(tmp_path_factory.mktemp("gmp"), levels=1, deterministic=True, experiment_name="parent")
-    imp.run_experiment(config)
-    root = os.path.join(config.run.output_dir, "parent")
-    for start in ("trained", "init"):
-        assert run_branch(f"--experiment_dir={root}", *ARGS, FREQUENCY, f"--start={start}") == 0
-    yield root
-    framework_config.disable_op_determinism()
+    with deterministic_parent(tmp_path_factory.mktemp("gmp")) as (root, _):
+        for start in ("trained", "init"):
+            assert run_branch(f"--experiment_dir={root}", *ARGS, FREQUENCY, f"--start={start}") == 0
+        yield root
 
 
 def gmp_run(root, start):

@@ -7,15 +7,12 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.python.framework import config as framework_config
 
-from branch_helpers import copy_of, digest, run_branch
-from conftest import small_config
+from branch_helpers import copy_of, deterministic_parent, digest, run_branch
+
 from tf_lottery.branches import prune_during_training as pdt
 from tf_lottery.experiment import files
 from tf_lottery.experiment.reader import Experiment
-from tf_lottery.lottery import imp
 from tf_lottery.pruning import gradual
 from tf_lottery.pruning import masks as masks_lib
 from tf_lottery.training.hooks import Hook
@@ -28,11 +25,8 @@ QUICK = ("--branch=prune_during_training", "--levels=1", "--noprogress", "--dete
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A finished deterministic experiment, levels 0-1 (fc1 at 50%, the output layer at 75%)."""
-    tf.config.experimental.enable_op_determinism()
-    config = small_config(tmp_path_factory.mktemp("parent"), levels=1, deterministic=True, experiment_name="parent")
-    imp.run_experiment(config)
-    yield os.path.join(config.run.output_dir, "parent")
-    framework_config.disable_op_determinism()
+    with deterministic_parent(tmp_path_factory.mktemp("parent")) as (root, _):
+        yield root
 
 
 class RecordMasks(Hook):

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow.python.framework import config as framework_config
 
-from branch_helpers import copy_of, run_branch
+from branch_helpers import copy_of, deterministic_parent, run_branch
 from conftest import REPO, small_config
 from tf_lottery import models
 from tf_lottery.branches import runner
@@ -40,12 +40,9 @@ def tiny_bn(input_shape, num_classes):
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A finished deterministic experiment, levels 0-1, rewinding to θ20, with random pruning."""
-    tf.config.experimental.enable_op_determinism()
-    config = small_config(tmp_path_factory.mktemp("parent"), levels=1, controls=("random_prune",), rewind_iteration=20,
-                          deterministic=True, experiment_name="parent")
-    imp.run_experiment(config)
-    yield os.path.join(config.run.output_dir, "parent")
-    framework_config.disable_op_determinism()  # the public API can only turn it on
+    with deterministic_parent(tmp_path_factory.mktemp("parent"), controls=("random_prune",),
+                              rewind_iteration=20) as (root, _):
+        yield root
 
 
 

@@ -8,11 +8,9 @@ import types
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow.python.framework import config as framework_config
 
-from branch_helpers import copy_of, run_branch
+from branch_helpers import copy_of, deterministic_parent, run_branch
 from conftest import small_config
 from stop_hook import StopAt
 from tf_lottery import branch as branch_cli
@@ -23,7 +21,6 @@ from tf_lottery.data import DatasetInfo
 from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files
 from tf_lottery.experiment.reader import Experiment
-from tf_lottery.lottery import imp
 from tf_lottery.training.workbench import Workbench
 
 QUICK = ("--noprogress", "--deterministic")
@@ -32,11 +29,8 @@ QUICK = ("--noprogress", "--deterministic")
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A finished deterministic experiment on MNIST: levels 0-1 of a 16-unit MLP."""
-    tf.config.experimental.enable_op_determinism()
-    config = small_config(tmp_path_factory.mktemp("source"), levels=1, deterministic=True, experiment_name="source")
-    imp.run_experiment(config)
-    yield os.path.join(config.run.output_dir, "source")
-    framework_config.disable_op_determinism()  # the public API can only turn it on
+    with deterministic_parent(tmp_path_factory.mktemp("source"), name="source") as (root, _):
+        yield root
 
 
 
