@@ -122,10 +122,9 @@ class ImpLoop:
     def _early_bird(self, level: int) -> early_bird.EarlyBird:
         """The hook that ends level `level` once the mask of level `level` + 1 settles."""
         pruning, config = self.config.pruning, self.config
-        groups = strategies.groups(strategies.weight_rates(self.bench.trainer(config).model, pruning), pruning.pruning_scope)
 
         def draw(model):
-            return strategies.magnitude_masks(masks_lib.prunable_values(model), masks_lib.get_masks(model), groups, level + 1)
+            return self._magnitude_masks(model, masks_lib.get_masks(model), level + 1)
 
         every = pruning.early_bird_every or early_bird.epoch_iterations(
             len(self.bench.splits(config).train_images), config.data.batch_size)
@@ -167,7 +166,13 @@ class ImpLoop:
         source = self._mask_source(replicate, level)
         checkpoints.load_weights(model, source.final_weights)
         current = masks_lib.ones_like_model(model) if oneshot else masks_lib.load(source.mask)
-        groups = strategies.groups(strategies.weight_rates(model, self.config.pruning), self.config.pruning.pruning_scope)
+        return self._magnitude_masks(model, current, level)
+
+    def _magnitude_masks(self, model, current: masks_lib.Masks, level: int) -> masks_lib.Masks:
+        """Level `level`'s mask from the model's current weights and the surviving `current` (IMP's
+        rule, which Early-Bird's draws follow too)."""
+        pruning = self.config.pruning
+        groups = strategies.groups(strategies.weight_rates(model, pruning), pruning.pruning_scope)
         return strategies.magnitude_masks(masks_lib.prunable_values(model), current, groups, level)
 
     def _control_spec(self, parent: Experiment, control: str, replicate: int, level: int) -> RunSpec:
