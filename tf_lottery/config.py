@@ -18,6 +18,10 @@ from tf_lottery.utils import derive_seed
 
 VARIANTS = ("imp", "reinit", "random_prune")
 CONTROLS = VARIANTS[1:]
+# Which survivors a level keeps (tf_lottery.pruning.criteria describes each).
+MASK_CRITERIA_BASE = ("large_final", "small_final", "large_init", "small_init", "magnitude_increase", "movement",
+                      "large_init_large_final", "random")
+MASK_CRITERIA = MASK_CRITERIA_BASE + tuple(c + "_same_sign" for c in MASK_CRITERIA_BASE if c != "random")
 
 
 class ConfigError(UsageError):
@@ -90,6 +94,12 @@ class PruningConfig:
         "was computed from, the learning-rate schedule replayed from --rewind_iteration. finetune: the same weights, "
         "trained from --rewind_iteration to the end at the schedule's final learning rate.",
         choices=RETRAIN_MODES)
+    mask_criterion: str = option(
+        "large_final", "Which survivors a level keeps (Zhou et al. 2019), scored from w_i, the weights the pruned "
+        "level started from (θ0, or θk with --rewind_iteration), and w_f, its final weights: large_final |w_f|, "
+        "small_final, large_init |w_i|, small_init, magnitude_increase |w_f|-|w_i|, movement |w_f-w_i|, "
+        "large_init_large_final (both above one shared percentile), random; <criterion>_same_sign also drops the "
+        "weights whose sign flipped.", choices=MASK_CRITERIA)
     controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
     early_bird: bool = option(
         False, "Early-Bird tickets (You et al. 2020, on weights rather than BatchNorm channels): every "
@@ -116,6 +126,10 @@ class PruningConfig:
         _require(self.rewind_iteration >= 0, "rewind_iteration", f"must be >= 0, got {self.rewind_iteration}")
         _require(self.retrain in RETRAIN_MODES, "retrain",
                  f"unknown mode {self.retrain!r}; known: {', '.join(RETRAIN_MODES)}")
+        _require(self.mask_criterion in MASK_CRITERIA, "mask_criterion",
+                 f"unknown criterion {self.mask_criterion!r}; known: {', '.join(MASK_CRITERIA)}")
+        _require(not self.early_bird or self.mask_criterion == "large_final", "early_bird",
+                 "draws masks by magnitude during training: it needs --mask_criterion=large_final")
         _require(not self.early_bird or self.prune_mode == "iterative", "early_bird",
                  "draws each level's mask from the level before it: it needs --prune_mode=iterative")
         _require(self.early_bird_every >= 0, "early_bird_every", f"must be >= 0, got {self.early_bird_every}")

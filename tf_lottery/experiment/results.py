@@ -19,13 +19,14 @@ RESULT_COLUMNS = (
     "replicate", "level", "variant", "density", "remaining_weights", "total_weights",
     "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
     "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
-    "train_seconds", "iterations_trained", "iterations_spent", "early_bird_iteration",
+    "train_seconds", "iterations_trained", "iterations_spent", "early_bird_iteration", "mask_criterion",
 )
 INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
                    "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations",
                    "iterations_trained", "iterations_spent", "early_bird_iteration")
 TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm", "mode", "dataset", "optimizer",
-                "output_layer", "output_mask", "compare_with")
+                "output_layer", "output_mask", "compare_with", "mask_criterion", "init", "method", "ablation",
+                "weights", "criterion")
 # Every branch table starts with these; the branch's own measurements follow.
 BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density")
 METRIC_FIELDS = ("iteration", "split", "metric", "value")  # metrics.csv, one row per logged value
@@ -69,12 +70,14 @@ def result_rows(paths: ExperimentPaths) -> List[dict]:
         rows.append(row)
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     rows.sort(key=lambda r: (r["replicate"], r["level"], order.get(r["variant"], len(order)), r["variant"]))
-    return add_costs(rows, _prune_mode(paths))
+    stored = _stored_config(paths)
+    for row in rows:  # every row says which criterion chose its level's mask
+        row["mask_criterion"] = stored.get("mask_criterion", "large_final")
+    return add_costs(rows, stored.get("prune_mode", "iterative"))
 
 
-def _prune_mode(paths: ExperimentPaths) -> str:
-    stored = read_json(paths.config).get("config", {}) if os.path.exists(paths.config) else {}
-    return stored.get("prune_mode", "iterative")
+def _stored_config(paths: ExperimentPaths) -> dict:
+    return read_json(paths.config).get("config", {}) if os.path.exists(paths.config) else {}
 
 
 def add_costs(rows: List[dict], prune_mode: str) -> List[dict]:

@@ -2,9 +2,9 @@
 
 Level 0 trains the dense network from θ0 (saving θk on the way when rewinding);
 level L prunes the survivors of level L-1 (or, one-shot, of level 0) by magnitude
-and resets them to θ0 or θk, or with --retrain keeps their trained values and
-replays the learning-rate schedule from k (lr_rewind) or trains at its final rate
-(finetune). `--controls` schedules the reinit and random_prune
+(or another --mask_criterion) and resets them to θ0 or θk, or with --retrain keeps
+their trained values and replays the learning-rate schedule from k (lr_rewind) or
+trains at its final rate (finetune). `--controls` schedules the reinit and random_prune
 branches beside every pruned level, in the folders and results.csv rows they
 always had. Every run checks for its result.json first and every file is written
 once, atomically, so running the same experiment again resumes it.
@@ -25,7 +25,7 @@ from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.reader import Experiment, check_compatible
 from tf_lottery.experiment.results import result_rows, write_results
 from tf_lottery.lottery import early_bird
-from tf_lottery.pruning import masks as masks_lib, strategies
+from tf_lottery.pruning import criteria, masks as masks_lib, strategies
 from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import checkpoints
 from tf_lottery.training.hooks import SaveWeightsAt
@@ -155,18 +155,37 @@ class ImpLoop:
         return self.paths.run(replicate, 0 if self.config.pruning.prune_mode == "oneshot" else level - 1, "imp")
 
     def _ticket_masks(self, replicate: int, level: int) -> masks_lib.Masks:
-        """IMP's mask at `level`: level 0 is dense; later levels prune by magnitude."""
+        """IMP's mask at `level`: level 0 is dense; later levels prune by --mask_criterion."""
         model = self.bench.trainer(self.config).model
         if level == 0:
             return masks_lib.ones_like_model(model)
         mask_path = self.paths.run(replicate, level, "imp").mask
         if os.path.exists(mask_path):
             return masks_lib.load(mask_path)
-        oneshot = self.config.pruning.prune_mode == "oneshot"
+        pruning = self.config.pruning
         source = self._mask_source(replicate, level)
+        current = masks_lib.ones_like_model(model) if pruning.prune_mode == "oneshot" else masks_lib.load(source.mask)
+        if pruning.mask_criterion == "large_final":
+            checkpoints.load_weights(model, source.final_weights)
+            return self._magnitude_masks(model, current, level)
+        initial = None
+        if criteria.needs_initial(pruning.mask_criterion):
+            checkpoints.load_weights(model, self._start_weights(replicate, 0 if pruning.prune_mode == "oneshot" else level - 1))
+            initial = masks_lib.prunable_values(model)
         checkpoints.load_weights(model, source.final_weights)
-        current = masks_lib.ones_like_model(model) if oneshot else masks_lib.load(source.mask)
-        return self._magnitude_masks(model, current, level)
+        groups = strategies.groups(strategies.weight_rates(model, pruning), pruning.pruning_scope)
+        return criteria.criterion_masks(pruning.mask_criterion, initial, masks_lib.prunable_values(model), current,
+                                        groups, level, seed=derive_seed(self.config.run.seed + replicate, "mask", level))
+
+    def _start_weights(self, replicate: int, level: int) -> str:
+        """w_i of the mask criteria for a mask computed from level `level`'s imp run: the weights
+        that run started from, where the dense level counts θk when rewinding (where every
+        later level starts)."""
+        if level == 0:
+            rewind = self.config.pruning.rewind_iteration
+            return self.paths.theta_rewind(replicate) if rewind else self.paths.theta_init(replicate)
+        path, _, _ = Experiment.open(self.paths.root).start_of(replicate, level, "imp")
+        return path
 
     def _magnitude_masks(self, model, current: masks_lib.Masks, level: int) -> masks_lib.Masks:
         """Level `level`'s mask from the model's current weights and the surviving `current` (IMP's

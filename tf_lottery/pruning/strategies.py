@@ -7,7 +7,7 @@ many levels run; iterative and one-shot pruning reach the same densities.
 """
 
 import collections
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -74,23 +74,40 @@ def keep_count(size: int, rate: float, level: int) -> int:
 def magnitude_masks(
     scores: Mapping[str, np.ndarray], current: Masks, group_list: Sequence[Group], level: int
 ) -> Masks:
-    """Keeps, in every group, the highest-scoring surviving weights up to the level's count.
+    """Keeps, in every group, the surviving weights of largest |score| up to the level's count.
 
     Already-pruned weights never come back; ties break by position, so the result
     is deterministic.
+    """
+    return ranked_masks({name: np.abs(value) for name, value in scores.items()}, current, group_list, level)
+
+
+def ranked_masks(
+    scores: Mapping[str, np.ndarray], current: Masks, group_list: Sequence[Group], level: int,
+    last: Optional[Mapping[str, np.ndarray]] = None,
+) -> Masks:
+    """Keeps, in every group, the highest-scoring surviving weights up to the level's count.
+
+    Scores are used as they are (higher kept; negative values rank below zero).
+    Survivors where `last` is true rank below every other survivor, whatever their
+    score: they are kept only when the count needs them. Already-pruned weights never
+    come back; ties break by position, so the result is deterministic.
     """
     result = collections.OrderedDict((name, None) for name in current)
     for names, rate in group_list:
         sizes = [current[n].size for n in names]
         keep = keep_count(sum(sizes), rate, level)
-        flat = np.concatenate([
-            np.where(current[n].reshape(-1) > 0, np.abs(scores[n]).reshape(-1), -np.inf) for n in names
-        ])
-        survivors = int(np.count_nonzero(np.isfinite(flat)))
+        pruned = np.concatenate([current[n].reshape(-1) <= 0 for n in names])
+        flat = np.concatenate([np.asarray(scores[n], np.float64).reshape(-1) for n in names])
+        demoted = (np.concatenate([np.asarray(last[n], bool).reshape(-1) for n in names]) if last is not None
+                   else np.zeros(flat.size, bool))
+        survivors = int(np.count_nonzero(~pruned))
         if keep > survivors:
             raise ValueError(f"level {level} keeps {keep} weights of {names} but only {survivors} survive")
+        # np.lexsort is stable and sorts by its last key first: pruned last, then demoted, then by score.
+        order = np.lexsort((-flat, demoted, pruned))
         chosen = np.zeros(flat.size, np.float32)
-        chosen[np.argsort(-flat, kind="stable")[:keep]] = 1.0
+        chosen[order[:keep]] = 1.0
         for name, piece in zip(names, np.split(chosen, np.cumsum(sizes)[:-1])):
             result[name] = piece.reshape(current[name].shape)
     return result
