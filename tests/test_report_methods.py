@@ -15,7 +15,8 @@ from tf_lottery.utils import write_json
 
 DENSITIES = {0: 1.0, 1: 0.5, 2: 0.25}
 BRANCH_COLUMNS = ("branch", "branch_hash", "replicate", "level", "variant", "density", "run", "start", "criterion",
-                  "then", "final_test_accuracy", "early_stop_test_accuracy", "iterations_spent")
+                  "then", "init", "method", "ablation", "weights", "supermask_criterion", "mask_density",
+                  "final_test_accuracy", "early_stop_test_accuracy", "iterations_spent")
 
 
 def _write_csv(path, columns, rows):
@@ -54,6 +55,14 @@ def report(tmp_path_factory):
            _branch_row("prune_during_training", 2, 0, 0.96, 200, criterion="movement", then="reset", run="imp_reset")]
     _write_csv(str(folder / "branches" / "gmp.csv"), BRANCH_COLUMNS, gmp)
     _write_csv(str(folder / "branches" / "prune_during_training.csv"), BRANCH_COLUMNS, pdt)
+    reinit = [_branch_row("reinit", 2, r, 0.93, 300, init="signed_constant", run="imp") for r in (0, 1)]
+    pai = [_branch_row("pai", 2, 0, 0.94, 100, method="snip", ablation="none", run="snip"),
+           _branch_row("pai", 2, 0, 0.91, 100, method="snip", ablation="invert", run="snip-invert")]
+    supermask = [_branch_row("supermask", 2, 0, 0.62, 100, run="untrained", weights="signed_constant",
+                             supermask_criterion="large_final_same_sign", mask_density=0.25),
+                 _branch_row("supermask", 0, 0, 0.95, 200, run="learned", weights="init", mask_density=0.4)]
+    for name, rows in (("reinit", reinit), ("pai", pai), ("supermask", supermask)):
+        _write_csv(str(folder / "branches" / f"{name}.csv"), BRANCH_COLUMNS, rows)
     result = report_lib.build_report([str(folder)], str(root / "report"))
     with open(result["markdown"]) as f:
         result["text"] = f.read()
@@ -89,6 +98,17 @@ def test_a_pruning_run_that_was_retrained_is_not_a_network_of_its_own(report):
     [pdt] = [row for key, row in table.items() if key[0].startswith("pruning during training")]
     assert pdt["method"] == "pruning during training (movement, reset)"
     assert pdt["final test accuracy (%)"] == "96.00" and pdt["iterations_spent"] == "200"
+
+
+def test_survivor_inits_pruning_at_init_and_supermasks_are_methods_of_their_own(report):
+    table = _table(report["text"])
+    assert table[("signed constant (α·sign θ)", 2)]["final test accuracy (%)"] == "93.00 ± 0.00"
+    assert table[("pruning at init: snip", 2)]["final test accuracy (%)"] == "94.00"
+    assert table[("pruning at init: snip, invert", 2)]["final test accuracy (%)"] == "91.00"
+    untrained = table[("untrained supermask (large_final_same_sign, signed constant)", 2)]
+    assert untrained["final test accuracy (%)"] == "62.00" and untrained["density (%)"] == "25.00"
+    # a learned supermask is drawn at the density of the mask it learned, not the one it searched within
+    assert table[("learned supermask (θ0)", 0)]["density (%)"] == "40.00"
 
 
 def test_a_lone_experiment_without_method_branches_has_no_methods_view(tmp_path):

@@ -53,14 +53,18 @@ MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dr
           "resnet18", "resnet20", "vgg19")
 BRANCHES = {
     "gmp": "gradual magnitude pruning by tfmot (Zhu & Gupta 2017) to the parent's per-layer densities",
+    "pai": "pruning at initialisation (SNIP, GraSP, SynFlow, magnitude, random) to each level's counts, trained once "
+           "from θ0; Frankle et al.'s ablations",
     "prune_during_training": "one run that prunes a little every epoch to the level's per-layer densities; kept, "
                              "reset or rewound",
     "random_prune": "a random mask at the parent's per-weight densities, the parent's initial weights (the paper's "
                     "control)",
-    "reinit": "the parent's mask, survivors randomly reinitialised (the paper's control)",
+    "reinit": "the parent's mask, survivors randomly reinitialised (the paper's control) or --init's values",
     "retrain_ticket": "the parent's run (mask, initial weights, start, data order) trained to the end of its schedule",
     "stability": "two copies from the same weights with different data orders, and the error along the line between "
                  "them",
+    "supermask": "masks that work without training the weights (Zhou et al. 2019): a criterion's mask on θ0, or a "
+                 "mask learned over frozen weights",
     "transfer": "the source's ticket, its mask alone and a random ticket, trained on another dataset or schedule",
 }
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -40,4 +40,5 @@ def get(name: str) -> Type:
 
 
 # pylint: disable=wrong-import-position,unused-import
-from tf_lottery.branches import gmp, prune_during_training, random_prune, reinit, retrain_ticket, stability, transfer  # noqa: E402,F401
+from tf_lottery.branches import (  # noqa: E402,F401
+    gmp, pai, prune_during_training, random_prune, reinit, retrain_ticket, stability, supermask, transfer)

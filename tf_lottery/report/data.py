@@ -33,7 +33,7 @@ STABILITY = "stability"  # the branch whose table and curves the stability figur
 PAIRS = ("data", "init")  # the stability branch's --pair values, in the order the report shows them
 DEFAULT_STABLE_THRESHOLD = 0.02  # the branch's --stable_threshold default, for a table without the column
 TRANSFER = "transfer"  # the branch whose table the transfer figure and section show
-METHOD_BRANCHES = ("gmp", "prune_during_training", "retrain_ticket")  # branches whose rows are networks (report.methods)
+METHOD_BRANCHES = ("gmp", "pai", "prune_during_training", "reinit", "retrain_ticket", "supermask")  # branches whose rows are networks (report.methods)
 TRANSFER_MODES = ("ticket", "mask_only", "random_ticket")  # the transfer branch's --modes, in the order shown
 COMPARE_DENSITY_TOLERANCE = 0.01  # relative: a compare_with level this close in density is "the same density"
 
@@ -140,7 +140,7 @@ def variant_name(config: Dict, variant: str) -> str:
     imp is the winning ticket, named by how it was found and how it retrains: 'winning ticket (IMP, reset
     to θ0)', '… rewound to θ20' (--rewind_iteration=20), '… lr_rewind' / '… finetune' (--retrain, 'from
     iteration k' with a rewind iteration), 'one-shot' for --prune_mode=oneshot and 'Early-Bird ticket'
-    with --early_bird. The controls are 'random reinitialisation' and 'random pruning'.
+    with --early_bird, 'IMP by movement' for another --mask_criterion. The controls are 'random reinitialisation' and 'random pruning'.
     """
     if variant != "imp":
         return CONTROL_NAMES.get(variant, variant)
@@ -151,6 +151,9 @@ def variant_name(config: Dict, variant: str) -> str:
     else:
         how = retrain + (f" from iteration {k}" if k else "")
     search = "one-shot" if config.get("prune_mode") == "oneshot" else "IMP"
+    criterion = config.get("mask_criterion") or "large_final"
+    if criterion != "large_final":  # the mask was not chosen by magnitude: say by what
+        search += f" by {criterion}"
     ticket = "Early-Bird ticket" if is_true(config.get("early_bird", False)) else "winning ticket"
     return f"{ticket} ({search}, {how})"
 

@@ -43,12 +43,50 @@ def _retrain_label(row: Row, parent: Dict) -> Optional[str]:
     return "Early-Bird ticket retrained" if data.is_true(parent.get("early_bird", False)) else "ticket retrained"
 
 
+REINIT_INITS = {"fresh": "random reinitialisation (branch)", "reshuffle": "survivors reshuffled",
+                "signed_reinit": "reinitialised, signs kept", "signed_constant": "signed constant (α·sign θ)",
+                "constant": "constant α, random signs"}
+
+
+def _reinit_label(row: Row, parent: Dict) -> Optional[str]:
+    """What the ticket's survivors started from: 'signed constant (α·sign θ)', ... (reinit --init)."""
+    init = row.get("init") or "fresh"
+    return REINIT_INITS.get(init, f"reinit ({init})")
+
+
+def _pai_label(row: Row, parent: Dict) -> Optional[str]:
+    """'pruning at init: snip' or 'pruning at init: snip, invert' (pai --method, --ablation)."""
+    ablation = row.get("ablation") or "none"
+    return f"pruning at init: {row.get('method')}" + ("" if ablation == "none" else f", {ablation}")
+
+
+SUPERMASK_WEIGHTS = {"init": "θ0", "signed_constant": "signed constant"}
+
+
+def _supermask_label(row: Row, parent: Dict) -> Optional[str]:
+    """'untrained supermask (large_final_same_sign, signed constant)' or 'learned supermask (θ0)'."""
+    weights = SUPERMASK_WEIGHTS.get(row.get("weights") or "init", row.get("weights"))
+    if row.get("run") == "learned":
+        return f"learned supermask ({weights})"
+    return f"untrained supermask ({row.get('supermask_criterion') or 'large_final_same_sign'}, {weights})"
+
+
+def _as_network(branch: str, row: Row) -> Row:
+    """The row as a point of the figures: a learned supermask sits at its own mask's density."""
+    if branch == "supermask" and row.get("run") == "learned" and math.isfinite(_number(row.get("mask_density"))):
+        return {**row, "density": row["mask_density"]}
+    return row
+
+
 # branch: the readable name of the method a row is, from the row and the parent's config.json
 # (None: a row that is not a finished network).
 METHOD_BRANCHES: Dict[str, Callable[[Row, Dict], Optional[str]]] = {
     "gmp": _gmp_label,
+    "pai": _pai_label,
     "prune_during_training": _pdt_label,
+    "reinit": _reinit_label,
     "retrain_ticket": _retrain_label,
+    "supermask": _supermask_label,
 }
 assert set(METHOD_BRANCHES) == set(data.METHOD_BRANCHES)
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "iterations_spent", "density")
@@ -94,7 +132,8 @@ def methods(experiments: List[data.Experiment]) -> List[Method]:
                 label = label_of(row, experiment.config)
                 if label is not None:
                     name = prefix + label
-                    groups.setdefault(name, {}).setdefault(str(row.get("branch_hash")), []).append(row)
+                    groups.setdefault(name, {}).setdefault(str(row.get("branch_hash")), []).append(
+                        _as_network(branch, row))
             for name, by_hash in groups.items():
                 # settings beyond the label (other options, overrides): the hash tells them apart
                 found += [_series(name + (f" [{h}]" if len(by_hash) > 1 else ""), rows) for h, rows in by_hash.items()]
@@ -186,8 +225,9 @@ def accuracy_vs_cost_figure(experiments: List[data.Experiment], output_dir: str)
 
 CAPTIONS = {
     "methods_accuracy_vs_density": "Every method that produced networks (the IMP loop's variants of each experiment "
-                                   "and the gmp, prune_during_training and retrain_ticket branches) against percent "
-                                   "of weights remaining: final test accuracy and test accuracy at early stop (mean, "
+                                   "and the branches that train or find networks: gmp, pai, prune_during_training, "
+                                   "reinit, retrain_ticket, supermask; a learned supermask at its own mask's density) "
+                                   "against percent of weights remaining: final test accuracy and test accuracy at early stop (mean, "
                                    "band: min-max over replicates).",
     "methods_accuracy_vs_cost": "Final test accuracy against the training iterations it took to produce each network "
                                 "(iterations_spent: its own run and the runs its mask needed), a point per level.",
