@@ -23,3 +23,10 @@ branch --experiment_dir="$GLOBAL" --branch=pai --method=snip,grasp,synflow,magni
   --ablation=shuffle_layerwise,reinit,invert --levels=2,4,6
 branch --experiment_dir="$GLOBAL" --branch=random_prune
 branch --experiment_dir="$LAYERWISE" --branch=pai --method=snip,synflow,magnitude_init --levels=2,4,6
+
+# Supermasks: the untrained network under large_final_same_sign at every level, θ0 and signed
+# constants; masks learned over the frozen weights of the dense network and of level 2's ticket.
+for weights in init signed_constant; do
+  branch --experiment_dir="$LAYERWISE" --branch=supermask --weights=$weights --levels=0-6
+  branch --experiment_dir="$LAYERWISE" --branch=supermask --supermask=learned --weights=$weights --levels=0,2
+done
