@@ -20,7 +20,6 @@ trainer keeps a mask.npz it finds), so scores are computed once per part and a
 resumed or rerun part reads them back. Scores: tf_lottery.pruning.scores.
 """
 
-import collections.abc
 import dataclasses
 import os
 from typing import Dict, List, Tuple
@@ -28,18 +27,16 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from tf_lottery import branches, data
-from tf_lottery import models as models_lib
 from tf_lottery.branches.base import MEASURED, Branch, Cell
 from tf_lottery.config import ConfigError, option
-from tf_lottery.data import augment as augment_lib
 from tf_lottery.data import pipeline
 from tf_lottery.errors import RunError, UsageError
-from tf_lottery.experiment import files
 from tf_lottery.lottery.plan import build_model
 from tf_lottery.pruning import masks as masks_lib
 from tf_lottery.pruning import scores as scores_lib
 from tf_lottery.pruning import strategies
 from tf_lottery.training import checkpoints
+from tf_lottery.training import run as run_lib
 from tf_lottery.training.run import InitialWeights
 
 METHODS = ("snip", "grasp", "synflow", "magnitude_init", "random")
@@ -73,29 +70,6 @@ class PaiOptions:
             raise ConfigError(f"--synflow_rounds: must be >= 1, got {self.synflow_rounds}")
         if not 0 < self.grasp_temperature < float("inf"):
             raise ConfigError(f"--grasp_temperature: must be > 0, got {self.grasp_temperature}")
-
-
-class StoredMask(collections.abc.Mapping):
-    """A run's mask.npz, which prepare() wrote; read only if the trainer needs it (it reads the file itself)."""
-
-    def __init__(self, path: str):
-        self.path, self._masks = path, None
-
-    def _read(self) -> masks_lib.Masks:
-        if self._masks is None:
-            if not os.path.exists(self.path):
-                raise RunError(f"{self.path} is missing: branch pai writes it in prepare(), before the run")
-            self._masks = files.read_masks(self.path, recover=f"delete {os.path.dirname(self.path)} to prune again")
-        return self._masks
-
-    def __getitem__(self, name):
-        return self._read()[name]
-
-    def __iter__(self):
-        return iter(self._read())
-
-    def __len__(self):
-        return len(self._read())
 
 
 @branches.register
@@ -132,7 +106,10 @@ class Pai(Branch):
         name = self.key(cell)
         init = (InitialWeights.fresh(self.cell_seed(cell, "pai_reinit")) if cell.part[1] == "reinit"
                 else self.dense_start(cell.replicate, 0))
-        spec = self.spec(cell, name, StoredMask(self.folder(cell).run(name).mask), init, 0)
+        path = self.folder(cell).run(name).mask
+        masks = masks_lib.MaskFile(path, "branch pai writes it in prepare(), before the run",
+                                   recover=f"delete {os.path.dirname(path)} to prune again")
+        spec = self.spec(cell, name, masks, init, 0)
         return [dataclasses.replace(spec, config=self.config)]  # the whole schedule, whatever --retrain says
 
     def iterations_spent(self, cell: Cell, *results: dict) -> int:
@@ -204,11 +181,9 @@ class Pai(Branch):
         """The first --score_batches batches the part's run trains on (its data order, augmented as it is)."""
         config = self.config
         splits = bench.splits(config)
-        mode = config.data.augment
-        augment = mode == "on" or (mode == "auto" and models_lib.spec(config.model.model).augment)
         dataset = pipeline.training_dataset(
             splits.train_images, splits.train_labels, splits.info, batch_size=config.data.batch_size,
-            seed=config.data_seed(cell.replicate), augment=augment_lib.pad_crop_flip if augment else None)
+            seed=config.data_seed(cell.replicate), augment=run_lib.training_augmentation(config))
         return list(dataset.take(self.options.score_batches))
 
     def check_counts(self, cell: Cell, mask: masks_lib.Masks):

@@ -19,7 +19,6 @@ weights at the run's start are its initial weights file.
 """
 
 import collections
-import collections.abc
 import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
@@ -68,28 +67,10 @@ class PruneDuringTrainingOptions:
             raise ConfigError(f"--rewind_point: must be an iteration or -1 (the experiment's), got {self.rewind_point}")
 
 
-class FinalMask(collections.abc.Mapping):
+def final_mask(path: str) -> masks_lib.Masks:
     """The pruning run's final mask, read when a retraining run first needs it (after the pruning run)."""
-
-    def __init__(self, path: str):
-        self.path, self._masks = path, None
-
-    def _read(self) -> masks_lib.Masks:
-        if self._masks is None:
-            run = os.path.dirname(self.path)
-            if not os.path.exists(self.path):
-                raise RunError(f"{self.path} is missing: delete {run} to run the pruning again")
-            self._masks = files.read_masks(self.path, recover=f"delete {run} to run the pruning again")
-        return self._masks
-
-    def __getitem__(self, name):
-        return self._read()[name]
-
-    def __iter__(self):
-        return iter(self._read())
-
-    def __len__(self):
-        return len(self._read())
+    recover = f"delete {os.path.dirname(path)} to run the pruning again"
+    return masks_lib.MaskFile(path, recover, recover)
 
 
 class GradualPruning(Hook):
@@ -218,7 +199,7 @@ class PruneDuringTraining(Branch):
         if cell.part == "keep":
             return [pruning]
         k = self.rewind_point() if cell.part == "rewind" else 0
-        final = FinalMask(os.path.join(pruning.directory, FINAL_MASK))
+        final = final_mask(os.path.join(pruning.directory, FINAL_MASK))
         retrain = self.spec(cell, f"{cell.variant}_{cell.part}", final, self.dense_start(cell.replicate, k), k)
         return [pruning, dataclasses.replace(retrain, config=self.config)]
 

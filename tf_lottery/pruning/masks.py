@@ -6,6 +6,8 @@ of experiments made before masks were keyed by weight ('fc1' means 'fc1/kernel')
 """
 
 import collections
+import collections.abc
+import os
 from typing import Dict, Mapping
 
 import numpy as np
@@ -15,7 +17,7 @@ from tf_lottery.experiment.files import Masks, exists, read_masks, write_masks
 from tf_lottery.pruning import prunable
 
 save, load = write_masks, read_masks
-__all__ = ["Masks", "get_masks", "prunable_values", "ones_like_model", "apply_masks", "counts",
+__all__ = ["Masks", "MaskFile", "get_masks", "prunable_values", "ones_like_model", "apply_masks", "counts",
            "weight_densities", "density", "save", "load", "exists"]
 
 
@@ -72,3 +74,32 @@ def density(masks: Mapping[str, np.ndarray]) -> float:
     """Fraction of prunable weights remaining."""
     total = sum(m.size for m in masks.values())
     return sum(int(np.count_nonzero(m)) for m in masks.values()) / total if total else 1.0
+
+
+class MaskFile(collections.abc.Mapping):
+    """A mask file another step writes before a run needs it, read on first use.
+
+    Args:
+      path: the mask file.
+      missing: the end of the message when it does not exist ("{path} is missing: <missing>").
+      recover: what to do when it is corrupted (files.read_masks's `recover`).
+    """
+
+    def __init__(self, path: str, missing: str, recover: str):
+        self.path, self.missing, self.recover, self._masks = path, missing, recover, None
+
+    def _read(self) -> Masks:
+        if self._masks is None:
+            if not os.path.exists(self.path):
+                raise RunError(f"{self.path} is missing: {self.missing}")
+            self._masks = read_masks(self.path, recover=self.recover)
+        return self._masks
+
+    def __getitem__(self, name):
+        return self._read()[name]
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self):
+        return len(self._read())

@@ -255,16 +255,22 @@ def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Se
         bar.update(iteration, train_metrics["loss"], train_metrics["accuracy"], evaluated)
 
 
-def _training_input(spec: RunSpec, bench: Workbench, start_iteration: int):
-    config, splits = spec.config, bench.splits(spec.config)
+def training_augmentation(config: ExperimentConfig):
+    """The augmentation a run's training batches get (None: none): --augment, or with auto the model's default."""
     mode = config.data.augment
     augment = mode == "on" or (mode == "auto" and models.spec(config.model.model).augment)
+    return augment_lib.pad_crop_flip if augment else None
+
+
+def _training_input(spec: RunSpec, bench: Workbench, start_iteration: int):
+    config, splits = spec.config, bench.splits(spec.config)
+    augment = training_augmentation(config)
 
     def dataset_fn(context):
         return pipeline.training_dataset(
             splits.train_images, splits.train_labels, splits.info,
             batch_size=context.get_per_replica_batch_size(config.data.batch_size), seed=spec.data_seed,
-            start_iteration=start_iteration, augment=augment_lib.pad_crop_flip if augment else None,
+            start_iteration=start_iteration, augment=augment,
             batches_per_step=context.num_replicas_in_sync // context.num_input_pipelines,
             num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id,
         )
