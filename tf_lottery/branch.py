@@ -192,11 +192,11 @@ def _check_dataset(parent, branch):
     width for a resolution-agnostic model, but the same channels) and class count (unless
     the branch rebuilds the output layer)."""
     config = branch.config
-    if config.data.dataset == parent.config.data.dataset:
+    if (config.data.dataset, config.data.classes) == (parent.config.data.dataset, parent.config.data.classes):
         return
     from tf_lottery import data, models  # pylint: disable=import-outside-toplevel
 
-    info = data.describe(config.data.dataset, config.data.data_dir)
+    info = data.describe(config.data.dataset, config.data.data_dir, config.data.class_list())
     mine, theirs = tuple(info.input_shape), tuple(parent.dataset.input_shape)
     model = config.model.model
     if mine != theirs:
@@ -207,7 +207,8 @@ def _check_dataset(parent, branch):
             raise UsageError(f"--dataset: {info.name} has inputs {info.input_shape}, the parent {parent.dataset.input_shape}; "
                              f"model {model} cannot take them ({why})")
     if info.num_classes != parent.dataset.num_classes and not branch.new_classes:
-        raise UsageError(f"--dataset: {info.name} has {info.num_classes} classes, the parent {parent.dataset.num_classes}; "
+        what = f"{info.name} (classes {config.data.classes})" if config.data.classes else info.name
+        raise UsageError(f"--dataset: {what} has {info.num_classes} classes, the parent {parent.dataset.num_classes}; "
                          f"the masks fit only the parent's (branch transfer rebuilds the output layer)")
 
 

@@ -14,7 +14,7 @@ import json
 from typing import Any, Dict, Optional, Tuple
 
 from tf_lottery.errors import INT64_MAX, UsageError
-from tf_lottery.utils import derive_seed
+from tf_lottery.utils import derive_seed, spans
 
 VARIANTS = ("imp", "reinit", "random_prune")
 CONTROLS = VARIANTS[1:]
@@ -56,6 +56,11 @@ class DataConfig:
     augment: str = option("auto", "Training augmentation: auto (the model's default), on or off.", choices=("auto", "on", "off"))
     data_seed: int = option(-1, "Seed of the training data order (and augmentation); replicate r uses data_seed + r. "
                             "-1: derived from --seed, so runs from the same weights differ in their SGD noise only when it is set.")
+    classes: str = option("", "Train and test on these labels only, e.g. 0-4 or 1,3,5: relabelled 0..n-1 in "
+                          "increasing order (dataset.json keeps the mapping); empty: every class.")
+
+    def __post_init__(self):
+        object.__setattr__(self, "classes", canonical_classes(self.classes))  # 0,1,2 and 0-2 are one experiment
 
     def validate(self):
         _require(bool(self.dataset), "dataset", "must name a tensorflow-datasets dataset")
@@ -63,6 +68,31 @@ class DataConfig:
         _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         _require(self.eval_batch_size > 0, "eval_batch_size", f"must be > 0, got {self.eval_batch_size}")
         _require(self.data_seed >= -1, "data_seed", f"must be >= 0, or -1 to derive it from --seed, got {self.data_seed}")
+        _require(len(class_list(self.classes)) != 1, "classes", f"needs at least two classes, got {self.classes}")
+
+    def class_list(self) -> Tuple[int, ...]:
+        """The chosen original labels, increasing (empty: every class)."""
+        return class_list(self.classes)
+
+
+def class_list(text: str) -> Tuple[int, ...]:
+    """'0-2,5' -> (0, 1, 2, 5); '' -> ()."""
+    labels = set()
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        low, dash, high = part.partition("-")
+        try:
+            first, last = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise ConfigError(f"--classes: expected labels and ranges like 0-4 or 1,3,5, got {text!r}") from None
+        if first < 0 or last < first:
+            raise ConfigError(f"--classes: expected labels >= 0 and increasing ranges, got {text!r}")
+        labels.update(range(first, last + 1))
+    return tuple(sorted(labels))
+
+
+def canonical_classes(text: str) -> str:
+    """The one spelling of a class subset: '2,0,1,5' -> '0-2,5'."""
+    return spans(class_list(text)).replace(" ", "")
 
 
 @dataclasses.dataclass(frozen=True)

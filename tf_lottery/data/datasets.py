@@ -3,6 +3,13 @@
 The validation split is carved out of TFDS's train split with a fixed permutation
 (the same for every seed and replicate), so it never overlaps the training data
 and the test set is never used for selection.
+
+A class subset (`--classes=5-9`) keeps the examples of those labels in every split,
+relabelled 0..n-1 in increasing order of the original label (DatasetInfo.classes
+keeps the original labels, so dataset.json records the mapping). It is taken after
+the validation split is carved from the whole train split, so the subsets of one
+dataset (split MNIST's 0-4 and 5-9) share one carving and never see each other's
+validation examples; --validation_size counts the whole dataset's held-out examples.
 """
 
 import dataclasses
@@ -13,6 +20,7 @@ import numpy as np
 
 from tf_lottery.data import sources
 from tf_lottery.data.sources import DataError
+from tf_lottery.utils import spans
 
 VALIDATION_SPLIT_SEED = 0
 
@@ -27,6 +35,7 @@ class DatasetInfo:
     train_size: int = 0
     validation_size: int = 0
     test_size: int = 0
+    classes: Tuple[int, ...] = ()  # with --classes: the original label of each class 0..n-1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +77,31 @@ def _features(builder) -> Tuple[Tuple[int, ...], int]:
     return shape, num_classes
 
 
-def describe(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
-    """Input shape and class count from the dataset's metadata, without reading data."""
+def _chosen(name: str, num_classes: int, classes: Tuple[int, ...]) -> Tuple[int, ...]:
+    """`classes`, checked to be labels of the dataset."""
+    outside = [c for c in classes if c >= num_classes]
+    if outside:
+        raise DataError(f"--classes: {name} has {num_classes} classes (labels 0-{num_classes - 1}); "
+                        f"{outside[0]} is not one of them")
+    return tuple(classes)
+
+
+def describe(name: str, data_dir: Optional[str] = None, classes: Tuple[int, ...] = ()) -> DatasetInfo:
+    """Input shape and class count (of the subset `classes`, when given) from the dataset's metadata,
+    without reading data."""
     shape, num_classes = _features(_builder(name, data_dir))
-    return DatasetInfo(name=name, input_shape=shape, num_classes=num_classes)
+    chosen = _chosen(name, num_classes, tuple(classes))
+    return DatasetInfo(name=name, input_shape=shape, num_classes=len(chosen) or num_classes, classes=chosen)
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, classes: Tuple[int, ...]):
+    """The examples whose label is in `classes`, relabelled to its position there."""
+    if not classes:
+        return images, labels, indices
+    relabel = np.full(max(int(labels.max()) + 1, max(classes) + 1), -1, np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    keep = relabel[labels] >= 0
+    return images[keep], relabel[labels[keep]], indices[keep]
 
 
 def _prepare(builder, download: bool, data_dir: Optional[str]):
@@ -99,28 +129,44 @@ def _read_splits(builder):
     return arrays
 
 
+def load(name: str, data_dir: Optional[str] = None, validation_size: int = 5000, download: bool = True,
+         classes: Tuple[int, ...] = ()) -> Splits:
+    """Decodes the dataset once per process into uint8 arrays split train/validation/test (of the
+    labels in `classes` only, relabelled 0..n-1, when given)."""
+    return _load(name, data_dir, validation_size, download, tuple(classes))
+
+
 @functools.lru_cache(maxsize=4)
-def load(name: str, data_dir: Optional[str] = None, validation_size: int = 5000, download: bool = True) -> Splits:
-    """Decodes the dataset once per process into uint8 arrays split train/validation/test."""
+def _load(name: str, data_dir: Optional[str], validation_size: int, download: bool, classes: Tuple[int, ...]) -> Splits:
     builder = _builder(name, data_dir)
     shape, num_classes = _features(builder)
+    classes = _chosen(name, num_classes, classes)
     _prepare(builder, download, data_dir)
     (train_x, train_y), (test_x, test_y) = _read_splits(builder)
     if validation_size >= len(train_x):
         raise DataError(f"--validation_size: {validation_size} leaves no training data ({len(train_x)} examples)")
     order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(train_x))
     val_idx, train_idx = np.sort(order[:validation_size]), np.sort(order[validation_size:])
-    pixels = train_x[train_idx].reshape(-1, shape[-1]).astype(np.float64) / 255.0
+    train_y, test_y = train_y.astype(np.int64), test_y.astype(np.int64)
+    train = _subset(train_x[train_idx], train_y[train_idx], train_idx, classes)
+    validation = _subset(train_x[val_idx], train_y[val_idx], val_idx, classes)
+    test = _subset(test_x, test_y, np.arange(len(test_x)), classes)
+    if classes and not len(train[0]):
+        raise DataError(f"--classes: {name}'s train split holds no example of classes {spans(classes)}")
+    pixels = train[0].reshape(-1, shape[-1]).astype(np.float64) / 255.0
     info = DatasetInfo(
-        name=name, input_shape=shape, num_classes=num_classes,
+        name=name, input_shape=shape, num_classes=len(classes) or num_classes,
         mean=tuple(float(v) for v in pixels.mean(axis=0)),
         std=tuple(float(v) for v in np.maximum(pixels.std(axis=0), 1e-3)),
-        train_size=len(train_idx), validation_size=len(val_idx), test_size=len(test_x),
+        train_size=len(train[0]), validation_size=len(validation[0]), test_size=len(test[0]), classes=classes,
     )
     return Splits(
         info=info,
-        train_images=train_x[train_idx], train_labels=train_y[train_idx].astype(np.int64),
-        validation_images=train_x[val_idx], validation_labels=train_y[val_idx].astype(np.int64),
-        test_images=test_x, test_labels=test_y.astype(np.int64),
-        train_indices=train_idx, validation_indices=val_idx,
+        train_images=train[0], train_labels=train[1],
+        validation_images=validation[0], validation_labels=validation[1],
+        test_images=test[0], test_labels=test[1],
+        train_indices=train[2], validation_indices=validation[2],
     )
+
+
+load.cache_clear = _load.cache_clear  # tests that mock a dataset clear what was decoded

@@ -49,7 +49,7 @@ def build_model(config, info: data.DatasetInfo, num_classes: int = None, seed: i
 
 def make_plan(config) -> Plan:
     """Validates model, dataset and ignored weights; raises with a one-line message."""
-    spec_info = data.describe(config.data.dataset, config.data.data_dir)
+    spec_info = data.describe(config.data.dataset, config.data.data_dir, config.data.class_list())
     models.spec(config.model.model)
     model = build_model(config, spec_info)
     rates = strategies.weight_rates(model, config.pruning)
@@ -70,7 +70,8 @@ def format_plan(plan: Plan, config) -> str:
     scope, levels = config.pruning.pruning_scope, config.pruning.levels
     width = max([24] + [len(path) + 2 for path, *_ in plan.weights])  # resnet paths pass 24 characters
     lines = [
-        f"model {plan.model_name} on {plan.dataset.name} (input {plan.dataset.input_shape}, "
+        f"model {plan.model_name} on {plan.dataset.name}"
+        f"{f' classes {config.data.classes}' if config.data.classes else ''} (input {plan.dataset.input_shape}, "
         f"{plan.dataset.num_classes} classes): {plan.total_parameters:,} parameters, "
         f"{sum(plan.sizes.values()):,} prunable",
         f"{'weight':<{width}}{'kind':<10}{'shape':<22}{'size':>12}{'rate':>8}",

@@ -54,7 +54,7 @@ class Workbench:
 
     def splits(self, config: ExperimentConfig) -> data.Splits:
         d = config.data
-        return data.load(d.dataset, d.data_dir, d.validation_size, d.download)  # cached per process
+        return data.load(d.dataset, d.data_dir, d.validation_size, d.download, d.class_list())  # cached per process
 
     def trainer(self, config: ExperimentConfig, wrap: Optional[ModelWrap] = None) -> Trainer:
         """The masked model and its compiled trainer for `config`, trained through `wrap` when given
@@ -79,7 +79,7 @@ class Workbench:
         """{'validation', 'test'} (validation only when held out), for Trainer.evaluate: tensors kept
         on the device for one replica (pipeline.ResidentSplit), distributed datasets for several."""
         d = config.data
-        key = (d.dataset, d.data_dir, d.validation_size, d.eval_batch_size)
+        key = (d.dataset, d.data_dir, d.validation_size, d.classes, d.eval_batch_size)
         if key not in self._eval_sets:
             splits = self.splits(config)
             device = _single_device(self.strategy)
