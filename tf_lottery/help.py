@@ -52,6 +52,10 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
 MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dropout", "lenet300_100", "mlp",
           "resnet18", "resnet20", "vgg19")
 BRANCHES = {
+    "combine": "tickets combined: ensembles of replicates, weight averages of copies from one start, mask unions and "
+               "intersections retrained; each against the single ticket of the same budget",
+    "franken": "a Frankenmodel: task A's ticket frozen, new tasks trained in the weights it freed (PackNet), against "
+               "dense and equal-budget baselines",
     "gmp": "gradual magnitude pruning by tfmot (Zhu & Gupta 2017) to the parent's per-layer densities",
     "pai": "pruning at initialisation (SNIP, GraSP, SynFlow, magnitude, random) to each level's counts, trained once "
            "from θ0; Frankle et al.'s ablations",

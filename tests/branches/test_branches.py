@@ -174,7 +174,7 @@ def test_toy_branch_survives_kill_9_and_resumes_to_the_uninterrupted_numbers(par
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--branch=nope",), "unknown branch 'nope'; known branch names: gmp, pai, prune_during_training, random_prune, reinit, retrain_ticket, stability, supermask, toy, transfer"),
+    (("--branch=nope",), "unknown branch 'nope'; known branch names: combine, franken, gmp, pai, prune_during_training, random_prune, reinit, retrain_ticket, stability, supermask, toy, transfer"),
     (("--branch=reinit", "--levels=0"), "level 0 is the dense network"),
     (("--branch=reinit", "--levels=7"), "replicate 0 level 7 imp of"),
     (("--branch=reinit", "--levels=x"), "--levels: expected numbers and ranges"),

@@ -41,4 +41,4 @@ def get(name: str) -> Type:
 
 # pylint: disable=wrong-import-position,unused-import
 from tf_lottery.branches import (  # noqa: E402,F401
-    gmp, pai, prune_during_training, random_prune, reinit, retrain_ticket, stability, supermask, transfer)
+    combine, franken, gmp, pai, prune_during_training, random_prune, reinit, retrain_ticket, stability, supermask, transfer)
