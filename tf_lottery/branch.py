@@ -225,7 +225,9 @@ def prepare(flag_values):
     parent = Experiment.open(flag_values.experiment_dir)
     branch = branch_class(parent, _options(branch_class, flag_values), _overrides(branch_class, flag_values))
     _check_dataset(parent, branch)
-    return branch, cells(parent, branch, flag_values)
+    chosen = cells(parent, branch, flag_values)
+    branch.check(chosen)
+    return branch, chosen
 
 
 def describe(branch, chosen: Sequence) -> str:

@@ -203,7 +203,7 @@ def bad_partners(experiments, tmp_path_factory):
     stored["config"]["learning_rate"] = 0.1
     write_json(os.path.join(settings, "config.json"), stored)
     lacking = copy_of(experiments["partner"], folder / "lacking")
-    shutil.rmtree(os.path.join(lacking, "replicate_0", "level_01"))
+    shutil.rmtree(os.path.join(lacking, "replicate_2", "level_01"))  # the last cell: refused before the first is written
     return {"theta": theta, "settings": settings, "lacking": lacking, "missing": str(folder / "nowhere")}
 
 
@@ -211,7 +211,7 @@ def bad_partners(experiments, tmp_path_factory):
     (("--how=union",), "--partner: union and intersection need a partner experiment"),
     (("--how=intersection", "--partner=theta"), "--partner: θ0 of replicate 0 in"),
     (("--how=union", "--partner=settings"), "differs from the parent in --learning_rate"),
-    (("--how=union", "--partner=lacking"), "--partner: replicate 0 level 1 imp of"),
+    (("--how=union", "--partner=lacking", "--replicates=0-2"), "--partner: replicate 2 level 1 imp of"),
     (("--how=union", "--partner=missing"), "nowhere does not exist"),
     (("--how=ensemble", "--members=4"), "--members: an ensemble of 4 needs as many replicates"),
     (("--members=1",), "--members: ensemble sizes must be >= 2"),

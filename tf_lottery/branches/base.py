@@ -15,7 +15,8 @@ and, when it needs them:
                  (the stability branch: one part per rewind iteration and pair kind);
                  options listed in `part_options` choose the parts, so they stay out
                  of the hash and the table and asking for more parts adds to a folder;
-  prepare(cell)  work its runs need done first, e.g. weights replayed from the parent.
+  prepare(cell)  work its runs need done first, e.g. weights replayed from the parent;
+  check(cells)   refusals that need the chosen cells, before anything is written.
 
 Options with `hashed=False` change only what measure() computes: a finished cell
 whose rows were measured with other values is measured again, never retrained.
@@ -103,6 +104,11 @@ class Branch:
     def key(self, cell: Cell) -> str:
         """A name for a part, unique within its branch folder (default: the variant)."""
         return cell.variant
+
+    def check(self, cells: List[Cell]):
+        """Refuses, with a UsageError, cells it cannot compute: called on every chosen cell before
+        anything is written (nothing to check by default)."""
+        del cells
 
     def prepare(self, cell: Cell, bench):
         """Work the cell's runs need before they train (nothing by default)."""

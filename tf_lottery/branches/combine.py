@@ -186,12 +186,15 @@ class Combine(Branch):
                 chosen.append(Part(how, self.options.copies))
             elif cell.level > 0:
                 chosen.append(Part(how, 2))
-        for part in chosen:  # refused before anything of the cell is written
-            if part.how == "ensemble":
-                self.members(cell, part.size)
-            elif part.how in MASK_OPERATIONS:
-                self._require_partner(cell)
         return [dataclasses.replace(cell, part=part) for part in chosen]
+
+    def check(self, cells: List[Cell]):
+        for cell in cells:
+            for part in self.parts(cell):
+                if part.part.how == "ensemble":
+                    self.members(cell, part.part.size)
+                elif part.part.how in MASK_OPERATIONS:
+                    self._require_partner(cell)
 
     def key(self, cell: Cell) -> str:
         how, size = cell.part.how, cell.part.size
