@@ -34,6 +34,7 @@ PAIRS = ("data", "init")  # the stability branch's --pair values, in the order t
 DEFAULT_STABLE_THRESHOLD = 0.02  # the branch's --stable_threshold default, for a table without the column
 TRANSFER = "transfer"  # the branch whose table the transfer figure and section show
 METHOD_BRANCHES = ("gmp", "pai", "prune_during_training", "reinit", "retrain_ticket", "supermask")  # branches whose rows are networks (report.methods)
+COMBINATION_BRANCHES = ("combine", "franken")  # tickets combined and extended (report.combinations)
 TRANSFER_MODES = ("ticket", "mask_only", "random_ticket")  # the transfer branch's --modes, in the order shown
 COMPARE_DENSITY_TOLERANCE = 0.01  # relative: a compare_with level this close in density is "the same density"
 
@@ -72,7 +73,7 @@ class Experiment:
     stability: List[Dict] = dataclasses.field(default_factory=list)  # the shown setting's rows of branches/stability.csv
     stability_hashes: Dict[str, int] = dataclasses.field(default_factory=dict)  # rows per branch_hash in that table
     transfer: List["TransferSetting"] = dataclasses.field(default_factory=list)  # branches/transfer.csv by setting
-    branches: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # METHOD_BRANCHES' tables
+    branches: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # METHOD_BRANCHES' and COMBINATION_BRANCHES' tables
 
     @property
     def name(self) -> str:
@@ -166,7 +167,7 @@ def load_experiment(directory: str) -> Experiment:
     transfer = transfer_settings(experiment.branch_table(TRANSFER), experiment.stored_config)
     return Experiment(directory, experiment.stored_config, experiment.flags, _table_with_costs(experiment), in_progress,
                       stability=stability, stability_hashes=hashes, transfer=transfer,
-                      branches={b: experiment.branch_table(b) for b in METHOD_BRANCHES})
+                      branches={b: experiment.branch_table(b) for b in METHOD_BRANCHES + COMBINATION_BRANCHES})
 
 
 def _table_with_costs(experiment: reader.Experiment) -> List[Dict]:

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from tf_lottery.report import data, methods
+from tf_lottery.report import combinations, data, methods
 from tf_lottery.utils import spans
 
 TABLE_METRICS = (
@@ -45,6 +45,7 @@ FIGURE_CAPTIONS = {
                          "experiment's own ticket (compare_with) at the same density.",
 }
 FIGURE_CAPTIONS.update(methods.CAPTIONS)
+FIGURE_CAPTIONS.update(combinations.CAPTIONS)
 NOT_DRAWN = {  # why a figure is missing, where it is not that nothing has finished
     "stability_vs_rewind": "fewer than two rewind iterations k of the ticket were measured",
 }
@@ -461,6 +462,7 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
             blocks += _stability_blocks(experiment)
         if experiment.transfer:
             blocks += _transfer_blocks(experiment, tolerance)
+        blocks += combinations.section(experiment)
         blocks.append(("heading", 3, "Flags"))
         blocks.append(("code", "\n".join(experiment.flags_lines) or "(flags.cfg missing)"))
     return blocks

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only: the report runs on machines without a displ
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 from matplotlib import ticker  # noqa: E402  pylint: disable=wrong-import-position
 
-from tf_lottery.report import data, methods  # noqa: E402  pylint: disable=wrong-import-position
+from tf_lottery.report import combinations, data, methods  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANT_COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
 # Several experiments share the variant colours and differ in line style, as
@@ -457,4 +457,5 @@ def draw_all(experiments: List[data.Experiment], output_dir: str) -> Dict[str, O
     if methods.has_methods(experiments):
         written["methods_accuracy_vs_density"] = methods.accuracy_vs_density_figure(experiments, output_dir)
         written["methods_accuracy_vs_cost"] = methods.accuracy_vs_cost_figure(experiments, output_dir)
+    written.update(combinations.draw(experiments, output_dir))
     return written
