@@ -461,7 +461,9 @@ def export_saved_model(model, plains: Sequence, infos: Sequence, path: str, meta
         expected = logits(view_model(model, s), check_images, info, len(check_images))
         served = loaded.signatures[f"task_{s}"](**{dense_export.INPUT_NAME: tf.constant(check_images)})["logits"]
         differences[f"task_{s}"] = float(np.max(np.abs(served.numpy() - expected)))
-        if not differences[f"task_{s}"] <= tolerance:
+        # relative to the logits' size: the export sums each kernel's tasks once (float32 rounding)
+        allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
+        if not differences[f"task_{s}"] <= allowed:
             raise ExportCheckError(f"signature task_{s} of {path} differs from the Frankenmodel by "
-                                   f"{differences[f'task_{s}']:.3g} > {tolerance}")
+                                   f"{differences[f'task_{s}']:.3g} > {allowed:.3g} ({tolerance} of its largest logit)")
     return differences
