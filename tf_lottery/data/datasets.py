@@ -136,13 +136,20 @@ def load(name: str, data_dir: Optional[str] = None, validation_size: int = 5000,
     return _load(name, data_dir, validation_size, download, tuple(classes))
 
 
-@functools.lru_cache(maxsize=4)
-def _load(name: str, data_dir: Optional[str], validation_size: int, download: bool, classes: Tuple[int, ...]) -> Splits:
+@functools.lru_cache(maxsize=2)
+def _decoded(name: str, data_dir: Optional[str], download: bool):
+    """((train images, labels), (test images, labels)), shape and class count, decoded once per process
+    for every split and class subset taken from them."""
     builder = _builder(name, data_dir)
     shape, num_classes = _features(builder)
-    classes = _chosen(name, num_classes, classes)
     _prepare(builder, download, data_dir)
-    (train_x, train_y), (test_x, test_y) = _read_splits(builder)
+    return _read_splits(builder), shape, num_classes
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, data_dir: Optional[str], validation_size: int, download: bool, classes: Tuple[int, ...]) -> Splits:
+    classes = _chosen(name, _features(_builder(name, data_dir))[1], classes)  # before anything is prepared
+    ((train_x, train_y), (test_x, test_y)), shape, num_classes = _decoded(name, data_dir, download)
     if validation_size >= len(train_x):
         raise DataError(f"--validation_size: {validation_size} leaves no training data ({len(train_x)} examples)")
     order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(train_x))
@@ -169,4 +176,9 @@ def _load(name: str, data_dir: Optional[str], validation_size: int, download: bo
     )
 
 
-load.cache_clear = _load.cache_clear  # tests that mock a dataset clear what was decoded
+def _clear():
+    _load.cache_clear()
+    _decoded.cache_clear()
+
+
+load.cache_clear = _clear  # tests that mock a dataset clear what was decoded
