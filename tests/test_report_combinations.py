@@ -16,7 +16,7 @@ from tf_lottery.utils import write_json
 DENSITIES = {0: 1.0, 1: 0.5, 2: 0.25}
 COMBINE = ("branch", "branch_hash", "replicate", "level", "variant", "density", "run", "how", "size",
            "budget_density", "test_accuracy", "member_accuracy_mean", "overlap", "nearest_level",
-           "nearest_test_accuracy")
+           "nearest_test_accuracy", "runs")
 FRANKEN = ("branch", "branch_hash", "replicate", "level", "variant", "density", "head", "prune_b", "tasks",
            "after_task", "task", "task_name", "run", "test_accuracy", "bit_identical", "owned_weights")
 
@@ -58,7 +58,9 @@ def report(tmp_path_factory):
     (folder / "flags.cfg").write_text("--model=mlp\n")
     _write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(lv, r) for lv in DENSITIES for r in (0, 1)])
     combine = ([_combine_row("ensemble", 2, 2, r, 0.99, 0.98 + 0.02 * r, 0.5) for r in (0, 1)]  # beats in replicate 0 only
-               + [_combine_row("union", 2, 2, r, 0.975, 0.98, 0.4) for r in (0, 1)])
+               + [_combine_row("union", 2, 2, r, 0.975, 0.98, 0.4) for r in (0, 1)]
+               # both replicates' ensemble of 2 out of 2 replicates: one network, shown once
+               + [{**_combine_row("ensemble", 2, 1, r, 0.985, 0.97, 1.0), "runs": ["a;b", "b;a"][r]} for r in (0, 1)])
     franken = [_franken_row(2, r, 0, "franken", 0.99, 25, bit_identical=True) for r in (0, 1)]
     franken += [_franken_row(2, r, 1, run, acc, owned) for r in (0, 1)
                 for run, acc, owned in (("franken", 0.88, 75), ("dense_alone", 0.87, 100), ("same_budget_alone", 0.86, 75))]
@@ -91,6 +93,8 @@ def test_combinations_are_counted_against_the_single_ticket_of_their_budget(repo
     ensemble = rows["ensemble of 2 tickets (logits averaged)"]
     assert ensemble["beats"] == "1/2" and ensemble["weights spent (%)"] == "50.00"
     assert ensemble["test accuracy (%)"].startswith("99.00")
+    once = [r for r in _section_table(report["text"], "### Tickets combined") if r["level"] == "1"]
+    assert len(once) == 1 and once[0]["beats"] == "1/1" and once[0]["test accuracy (%)"] == "98.50"
     union = rows["union of 2 tickets' masks, retrained"]
     assert union["beats"] == "0/2" and union["overlap"] == "0.400" and union["weights spent (%)"] == "40.00"
 

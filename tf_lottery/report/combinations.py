@@ -32,6 +32,12 @@ def _number(value) -> float:
         return math.nan
 
 
+def _spread(summaries: List[data.Summary]) -> List[List[float]]:
+    """Error bars (percent) from each mean down to the lowest and up to the highest replicate (never
+    negative: the mean of equal values may round past them)."""
+    return [[max(0.0, (s.mean - s.low) * 100) for s in summaries], [max(0.0, (s.high - s.mean) * 100) for s in summaries]]
+
+
 def _text(value) -> str:
     """A table cell as text; an empty cell (read as None or NaN) as ''."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
@@ -66,9 +72,16 @@ def budget(row: Row) -> float:
 
 
 def combinations(experiment: data.Experiment) -> Dict[Tuple[str, int], Dict[int, List[Row]]]:
-    """{(how, size): {level: rows over replicates}}, in HOW_ORDER then size."""
+    """{(how, size): {level: rows over replicates}}, in HOW_ORDER then size; an ensemble whose members
+    another row already holds (every replicate's ensemble of n out of n replicates) counted once."""
     found = collections.defaultdict(lambda: collections.defaultdict(list))
+    seen = set()
     for row in combine_rows(experiment):
+        members = frozenset(_text(row.get("runs")).split(";")) if row.get("how") == "ensemble" else None
+        if members and _text(row.get("runs")):  # replicates r, r+1, ... of n = all replicates: one ensemble
+            if (row["branch_hash"], row["level"], members) in seen:
+                continue
+            seen.add((row["branch_hash"], row["level"], members))
         found[(str(row.get("how")), int(_number(row.get("size"))))][int(row["level"])].append(row)
     order = sorted(found, key=lambda k: (HOW_ORDER.index(k[0]) if k[0] in HOW_ORDER else len(HOW_ORDER), k[1]))
     return {k: dict(sorted(found[k].items())) for k in order}
@@ -111,7 +124,7 @@ def combine_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
             points = sorted((p for p in points if p[0] and p[1]), key=lambda p: p[0].mean)
             px = [b.mean * 100 for b, _ in points]
             axis.errorbar(px, [a.mean * 100 for _, a in points],
-                          yerr=[[(a.mean - a.low) * 100 for _, a in points], [(a.high - a.mean) * 100 for _, a in points]],
+                          yerr=_spread([a for _, a in points]),
                           color=color, marker="s^Dv*"[index % 5], markersize=5, capsize=2, linestyle="--",
                           label=combination_label(how, size))
             percents += px
@@ -134,7 +147,8 @@ def combine_section(experiment: data.Experiment) -> List[tuple]:
               ("paragraph", "Each combination's test accuracy (mean ± std over replicates) against the weights it "
                             "spends: an ensemble counts all its members' weights, and its fair comparison is the "
                             "experiment's single ticket nearest that budget (same replicate). `beats` counts the "
-                            "replicates where the combination is more accurate than that ticket.")]
+                            "replicates where the combination is more accurate than that ticket. An ensemble of as "
+                            "many members as there are replicates exists once, and counts once.")]
     header = ["combination", "level", "weights spent (%)", "test accuracy (%)", "members / sources (%)",
               "single ticket at that budget (%)", "beats", "overlap"]
     table = []
@@ -213,7 +227,7 @@ def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
                 points = [(x, s) for x, s in points if s]
                 if points:
                     axis.errorbar([x for x, _ in points], [s.mean * 100 for _, s in points],
-                                  yerr=[[(s.mean - s.low) * 100 for _, s in points], [(s.high - s.mean) * 100 for _, s in points]],
+                                  yerr=_spread([s for _, s in points]),
                                   marker="os^"[index], markersize=5, capsize=2, label=title if task else "task A's ticket")
             figures._density_axis(axis, [a_density[lv] * 100 for lv in levels])  # pylint: disable=protected-access
             axis.set_xlabel("task A's weights (% remaining)")
