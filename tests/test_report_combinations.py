@@ -65,6 +65,11 @@ def report(tmp_path_factory):
     franken += [_franken_row(2, r, 1, run, acc, owned) for r in (0, 1)
                 for run, acc, owned in (("franken", 0.88, 75), ("dense_alone", 0.87, 100), ("same_budget_alone", 0.86, 75))]
     franken += [_franken_row(2, 0, 0, "franken", 0.5, 25, after=0)]  # measured before task 1: not the last model
+    # a chain's third task (another setting): task 1's baselines were measured when task 1 trained
+    chain = [_franken_row(1, 0, 1, "dense_alone", 0.8, 100), _franken_row(1, 0, 1, "franken", 0.7, 60),
+             _franken_row(1, 0, 1, "franken", 0.75, 60, after=2), _franken_row(1, 0, 0, "franken", 0.9, 20, after=2),
+             {**_franken_row(1, 0, 1, "franken", 0.85, 20, after=2), "task": 2, "task_name": "fashion_mnist"}]
+    franken += [{**row, "branch_hash": "feed0002", "prune_b": 0.5, "tasks": "a,b"} for row in chain]
     _write_csv(str(folder / "branches" / "combine.csv"), COMBINE, combine)
     _write_csv(str(folder / "branches" / "franken.csv"), FRANKEN, franken)
     result = report_lib.build_report([str(folder)], str(root / "report"))
@@ -75,11 +80,14 @@ def report(tmp_path_factory):
 
 
 def _section_table(markdown, heading):
-    section = markdown.split(heading, 1)[1]
-    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
-             if line.startswith("|")]
-    end = next((i for i in range(2, len(lines)) if lines[i] == lines[0]), len(lines))  # the next table's header
-    return [dict(zip(lines[0], cells)) for cells in lines[2:end]]
+    """The rows of the first table after `heading`."""
+    lines = []
+    for line in markdown.split(heading, 1)[1].splitlines():
+        if line.startswith("|"):
+            lines.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif lines:
+            break
+    return [dict(zip(lines[0], cells)) for cells in lines[2:]]
 
 
 def test_both_figures_are_drawn_and_referenced(report):
@@ -110,12 +118,21 @@ def test_each_task_is_shown_beside_its_baselines_from_the_last_frankenmodel(repo
 
 def test_ownership_shares_sum_to_the_whole_frankenmodel(report):
     rows = combinations.franken_rows(report["experiment"])
-    last = [r for r in rows if r["run"] == "franken" and r["after_task"] == 1 and r["replicate"] == 0]
+    last = [r for r in rows if r["run"] == "franken" and r["after_task"] == 1 and r["branch_hash"] == "feed0001"
+            and r["replicate"] == 0]
     shares = sorted(combinations._owned_share(r, rows) for r in last)  # pylint: disable=protected-access
     assert shares == pytest.approx([0.25, 0.75])
 
 
+def test_a_chain_shows_each_task_in_the_last_model_beside_the_baselines_of_its_own_training(report):
+    rows = combinations.franken_settings(report["experiment"])["tasks a, b; separate head, new tasks pruned by 0.5 [feed0002]"]
+    table = combinations.task_table(rows)
+    task_1 = table[(1, "fashion_mnist")][1]
+    assert [r["test_accuracy"] for r in task_1["franken"]] == [0.75]  # in the last Frankenmodel
+    assert [r["test_accuracy"] for r in task_1["dense_alone"]] == [0.8]  # measured after task 1, not again
+
+
 def test_a_setting_is_named_by_its_head_and_pruning(report):
-    label, = combinations.franken_settings(report["experiment"])
+    label = next(iter(combinations.franken_settings(report["experiment"])))
     assert label == "separate head [feed0001]"
     assert re.search(r"\*\*separate head \[feed0001\]\*\*", report["text"])

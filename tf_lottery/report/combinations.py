@@ -179,7 +179,7 @@ def franken_settings(experiment: data.Experiment) -> Dict[str, List[Row]]:
 
 
 def franken_label(row: Row) -> str:
-    tasks = _text(row.get("tasks")).replace(";", ", ")
+    tasks = ", ".join(t for t in _text(row.get("tasks")).split(",") if t)
     head = _text(row.get("head")) or "separate"
     prune = _number(row.get("prune_b"))
     text = f"{head} head" + (f", new tasks pruned by {prune:g}" if prune > 0 else "")
@@ -196,10 +196,15 @@ def _final(rows: List[Row]) -> List[Row]:
 
 
 def task_table(rows: List[Row]) -> Dict[Tuple[int, str], Dict[int, Dict[str, List[Row]]]]:
-    """{(task, task name): {level: {run: rows over replicates}}} of the last Frankenmodels."""
+    """{(task, task name): {level: {run: rows over replicates}}}: each task in the last Frankenmodel, its
+    baselines as measured when it trained (a chain does not train them again)."""
     found = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
-    for row in _final(rows):
-        found[(int(_number(row["task"])), str(row.get("task_name")))][int(row["level"])][str(row["run"])].append(row)
+    last = {id(r) for r in _final(rows)}
+    for row in rows:
+        task = int(_number(row["task"]))
+        shown = id(row) in last if row["run"] == "franken" else int(_number(row.get("after_task"))) == task
+        if shown:
+            found[(task, str(row.get("task_name")))][int(row["level"])][str(row["run"])].append(row)
     return {k: dict(sorted(v.items())) for k, v in sorted(found.items())}
 
 
