@@ -21,6 +21,7 @@ Row = Dict[str, object]
 COMBINE, FRANKEN = "combine", "franken"
 FIGURES = ("combine_accuracy_vs_budget", "franken_tasks")
 HOW_ORDER = ("ensemble", "average", "union", "intersection")
+ZOOM_BELOW = 1.5  # percentage points below the worst single ticket that the combine figure shows
 BASELINES = (("franken", "Frankenmodel"), ("dense_alone", "dense, this task alone"),
              ("same_budget_alone", "same weights, this task alone"))
 
@@ -117,6 +118,8 @@ def combine_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
         axis.plot(x, [a.mean * 100 for _, a in tickets.values()], color="black", marker="o", markersize=4,
                   label="single ticket (IMP), by its density")
         percents, means = list(x), [a.mean * 100 for _, a in tickets.values()]
+        floor = min(means) - ZOOM_BELOW if means else 0.0  # zoom on the tickets; far worse points sit on the edge
+        below = []
         for index, ((how, size), levels) in enumerate(combinations(experiment).items()):
             color = figures.plt.get_cmap("tab10")(index % 10)
             points = [(data.Summary.of([budget(r) for r in rows]),
@@ -128,12 +131,18 @@ def combine_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
                           color=color, marker="s^Dv*"[index % 5], markersize=5, capsize=2, linestyle="--",
                           label=combination_label(how, size))
             percents += px
-            means += [a.mean * 100 for _, a in points]
-        figures._density_axis(axis, sorted({round(p, 6) for p in percents}))  # pylint: disable=protected-access
+            below += [(p, a.mean * 100, color) for p, (_, a) in zip(px, points) if a.mean * 100 < floor]
+        # ticked at the tickets' densities (and the budgets of dense ensembles, past 100%); every point in view
+        ticks = sorted({round(p, 6) for p in x} | {round(p, 6) for p in percents if p > 100.5}) or sorted(set(percents))
+        figures._density_axis(axis, ticks)  # pylint: disable=protected-access
+        axis.set_xlim(max(percents) * 1.08, min(percents) * 0.9)
         axis.set_xlabel("weights spent (% of one network's; an ensemble counts all its members')")
         axis.set_ylabel("test accuracy (%)")
         if means:
-            axis.set_ylim(max(min(means) - 0.5, 0), min(max(means) + 0.5, 100))
+            axis.set_ylim(max(floor, 0), min(max(means) + 1.0, 100))
+            for p, value, color in below:  # off the zoomed axis: a mark on its lower edge with the value
+                axis.annotate(f"{value:.1f}", xy=(p, floor), xytext=(0, 8), textcoords="offset points", ha="center",
+                              fontsize=7, color=color, arrowprops={"arrowstyle": "->", "color": color})
         axis.set_title(f"Tickets combined: {experiment.name}")
         axis.legend(fontsize=8, loc="lower left")
         axis.grid(True, alpha=0.3)
