@@ -66,8 +66,8 @@ def report(tmp_path_factory):
                 for run, acc, owned in (("franken", 0.88, 75), ("dense_alone", 0.87, 100), ("same_budget_alone", 0.86, 75))]
     franken += [_franken_row(2, 0, 0, "franken", 0.5, 25, after=0)]  # measured before task 1: not the last model
     # a chain's third task (another setting): task 1's baselines were measured when task 1 trained
-    chain = [_franken_row(1, 0, 1, "dense_alone", 0.8, 100), _franken_row(1, 0, 1, "franken", 0.7, 60),
-             _franken_row(1, 0, 1, "franken", 0.75, 60, after=2), _franken_row(1, 0, 0, "franken", 0.9, 20, after=2),
+    chain = [_franken_row(1, 0, 1, "dense_alone", 0.8, 100), _franken_row(1, 0, 1, "franken", 0.7, 40),
+             _franken_row(1, 0, 1, "franken", 0.75, 40, after=2), _franken_row(1, 0, 0, "franken", 0.9, 20, after=2),
              {**_franken_row(1, 0, 1, "franken", 0.85, 20, after=2), "task": 2, "task_name": "fashion_mnist"}]
     franken += [{**row, "branch_hash": "feed0002", "prune_b": 0.5, "tasks": "a,b"} for row in chain]
     _write_csv(str(folder / "branches" / "combine.csv"), COMBINE, combine)
@@ -121,7 +121,10 @@ def test_ownership_shares_sum_to_the_whole_frankenmodel(report):
     last = [r for r in rows if r["run"] == "franken" and r["after_task"] == 1 and r["branch_hash"] == "feed0001"
             and r["replicate"] == 0]
     shares = sorted(combinations._owned_share(r, rows) for r in last)  # pylint: disable=protected-access
-    assert shares == pytest.approx([0.25, 0.75])
+    assert shares == pytest.approx([0.25, 0.75])  # 100 weights: dense_alone's, the two tasks' together
+    chain = [r for r in rows if r["branch_hash"] == "feed0002" and r["run"] == "franken" and r["after_task"] == 2]
+    shares = sorted(combinations._owned_share(r, rows) for r in chain)  # pylint: disable=protected-access
+    assert shares == pytest.approx([0.2, 0.2, 0.4])  # of dense_alone's 100 weights: 20 free
 
 
 def test_a_chain_shows_each_task_in_the_last_model_beside_the_baselines_of_its_own_training(report):

@@ -249,7 +249,7 @@ def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
             axis.set_title(f"task {task}: {name}", fontsize=10)
             axis.legend(fontsize=7)
             axis.grid(True, alpha=0.3)
-        ownership = axes_row[len(tasks)]
+        ownership = axes_row[-1]
         bottom = [0.0] * len(levels)
         for (task, name), by_level in tasks.items():
             shares = []
@@ -258,13 +258,15 @@ def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
                 shares.append(data.Summary.of([_owned_share(r, rows) for r in owners]).mean * 100 if owners else 0.0)
             ownership.bar(range(len(levels)), shares, bottom=bottom, label=f"task {task}: {name}")
             bottom = [b + s for b, s in zip(bottom, shares)]
+        ownership.bar(range(len(levels)), [max(0.0, 100 - b) for b in bottom], bottom=bottom, color="lightgrey",
+                      label="free (no task's)")
         ownership.set_xticks(range(len(levels)), [f"level {lv}\n({a_density[lv] * 100:.3g}%)" for lv in levels],
                              fontsize=8)
-        ownership.set_ylabel("prunable weights owned (% of the Frankenmodel's)")
+        ownership.set_ylabel("prunable weights owned (% of the network's)")
         ownership.set_ylim(0, 100)
         ownership.set_title("who owns the weights", fontsize=10)
         ownership.legend(fontsize=7)
-        for unused in axes_row[len(tasks) + 1:]:
+        for unused in axes_row[len(tasks):-1]:
             unused.set_visible(False)
         axes_row[0].annotate(f"{experiment.name}: {label}", xy=(0, 1.12), xycoords="axes fraction", fontsize=10)
     figure.tight_layout()
@@ -272,11 +274,13 @@ def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
 
 
 def _owned_share(row: Row, rows: List[Row]) -> float:
-    """A task's owned weights as a fraction of all the Frankenmodel's (every task's owned weights
-    of the cell's last Frankenmodel)."""
-    cell = [r for r in _final(rows) if (r["replicate"], r["level"], r["variant"], r["branch_hash"])
-            == (row["replicate"], row["level"], row["variant"], row["branch_hash"]) and r["run"] == "franken"]
-    total = sum(_number(r["owned_weights"]) for r in cell)
+    """A task's owned weights as a fraction of the network's prunable weights: those of a dense network of
+    the architecture (a dense_alone baseline's), or every task's together where the heads add more."""
+    key = (row["replicate"], row["level"], row["variant"], row["branch_hash"])
+    cell = [r for r in rows if (r["replicate"], r["level"], r["variant"], r["branch_hash"]) == key]
+    owned = sum(_number(r["owned_weights"]) for r in _final(cell) if r["run"] == "franken")
+    dense = [_number(r["owned_weights"]) for r in cell if r["run"] == "dense_alone"]
+    total = max([owned] + dense)
     return _number(row["owned_weights"]) / total if total else math.nan
 
 
