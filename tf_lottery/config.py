@@ -22,6 +22,9 @@ CONTROLS = VARIANTS[1:]
 MASK_CRITERIA_BASE = ("large_final", "small_final", "large_init", "small_init", "magnitude_increase", "movement",
                       "large_init_large_final", "random")
 MASK_CRITERIA = MASK_CRITERIA_BASE + tuple(c + "_same_sign" for c in MASK_CRITERIA_BASE if c != "random")
+# What a level removes (tf_lottery.pruning.structure describes each).
+PRUNING_STRUCTURES = ("unstructured", "neurons", "channels", "n_of_m")
+CHANNEL_SCORES = ("l1", "batchnorm")
 
 
 class ConfigError(UsageError):
@@ -132,13 +135,25 @@ class PruningConfig:
         "weights whose sign flipped.", choices=MASK_CRITERIA)
     controls: Tuple[str, ...] = option((), "Controls trained beside the ticket at every level: reinit, random_prune.", choices=CONTROLS, hashed=False)
     early_bird: bool = option(
-        False, "Early-Bird tickets (You et al. 2020, on weights rather than BatchNorm channels): every "
+        False, "Early-Bird tickets (You et al. 2020; on weights, or on channels with --pruning_structure=channels): every "
         "--early_bird_every iterations a level draws the mask the next level would take; once the last "
         "--early_bird_window normalised Hamming distances between successive masks are all below "
         "--early_bird_threshold, the level ends there and the next is pruned from its weights (iterative pruning).")
     early_bird_every: int = option(0, "Iterations between Early-Bird mask draws (0: one epoch of the training split).")
     early_bird_window: int = option(5, "Successive Early-Bird mask distances that must all be below the threshold.")
     early_bird_threshold: float = option(0.1, "Early-Bird threshold on the normalised Hamming distance between successive masks.")
+    pruning_structure: str = option(
+        "unstructured", "What a level removes. unstructured: single weights. neurons: whole units of Dense layers "
+        "(kernel column, bias, and the rows of the layers reading them). channels: whole filters of Conv2D layers "
+        "(Dense layers lose only the rows of removed channels). n_of_m: N of every M consecutive input weights of each "
+        "output unit (--n_of_m). Level L keeps round(units*(1-p)^L) units of each layer (n_of_m: "
+        "max(1, round(M*(1-p)^L)) of every M); output layers lose only the rows of removed inputs.",
+        choices=PRUNING_STRUCTURES)
+    channel_score: str = option(
+        "l1", "How --pruning_structure=neurons|channels ranks units: l1 (L1 norm of the unit's trained weights) or "
+        "batchnorm (|gamma| of the BatchNorm right after the layer, Network Slimming).", choices=CHANNEL_SCORES)
+    n_of_m: Tuple[int, ...] = option((2, 4), "N,M of --pruning_structure=n_of_m: the most N of every M consecutive "
+                                     "input weights kept (the pattern of sparse tensor cores at 2,4).")
 
     def rate_for(self, kind: str) -> float:
         """The per-level pruning rate of a layer kind: 'dense', 'conv' or 'output'."""
@@ -169,9 +184,32 @@ class PruningConfig:
         for flag in ("early_bird_every", "early_bird_window", "early_bird_threshold"):
             default = next(f.default for f in dataclasses.fields(self) if f.name == flag)
             _require(self.early_bird or getattr(self, flag) == default, flag, "applies only with --early_bird")
+        self._validate_structure()
         unknown = [c for c in self.controls if c not in CONTROLS]
         _require(not unknown, "controls", f"unknown control(s) {', '.join(unknown)}; known: {', '.join(CONTROLS)}")
         _require(len(set(self.controls)) == len(self.controls), "controls", "lists a control twice")
+
+    def _validate_structure(self):
+        structure = self.pruning_structure
+        _require(structure in PRUNING_STRUCTURES, "pruning_structure",
+                 f"unknown structure {structure!r}; known: {', '.join(PRUNING_STRUCTURES)}")
+        _require(self.channel_score in CHANNEL_SCORES, "channel_score",
+                 f"unknown score {self.channel_score!r}; known: {', '.join(CHANNEL_SCORES)}")
+        _require(self.channel_score == "l1" or structure in ("neurons", "channels"), "channel_score",
+                 "applies only with --pruning_structure=neurons or channels")
+        _require(len(self.n_of_m) == 2 and 1 <= self.n_of_m[0] <= self.n_of_m[1], "n_of_m",
+                 f"expected N,M with 1 <= N <= M, got {','.join(map(str, self.n_of_m))}")
+        _require(self.n_of_m == (2, 4) or structure == "n_of_m", "n_of_m", "applies only with --pruning_structure=n_of_m")
+        _require(structure == "unstructured" or self.mask_criterion == "large_final", "mask_criterion",
+                 f"--pruning_structure={structure} scores units by magnitude: it needs --mask_criterion=large_final")
+        _require(structure != "n_of_m" or self.pruning_scope == "layerwise", "pruning_scope",
+                 "--pruning_structure=n_of_m keeps N of every M weights of each unit: it needs --pruning_scope=layerwise")
+        _require(structure in ("unstructured", "channels") or not self.early_bird, "early_bird",
+                 f"compares weight masks or channel masks: it needs --pruning_structure=unstructured or channels, got {structure}")
+
+    def structured(self) -> bool:
+        """Whether levels remove whole units (neurons or channels)."""
+        return self.pruning_structure in ("neurons", "channels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +222,8 @@ class TrainingConfig:
     lr_values: Tuple[float, ...] = option((), "Learning rates of the pieces: one more value than --lr_boundaries.")
     warmup_iterations: int = option(0, "Linear learning-rate warmup from 0 over this many iterations.")
     weight_decay: float = option(0.0, "L2 weight decay coefficient (gradient += weight_decay * weight).")
+    bn_l1: float = option(0.0, "L1 penalty lambda*sum|gamma| on the BatchNorm scale parameters, added to the training "
+                          "loss (Network Slimming / Early-Bird channel sparsity; 0: none).")
     eval_every: int = option(1000, "Evaluate validation and test loss/accuracy every N iterations.")
     test_every: int = option(
         0, "Evaluate test only every N iterations (a multiple of --eval_every; 0: at every evaluation). Test is "
@@ -197,6 +237,7 @@ class TrainingConfig:
         _require(0.0 <= self.momentum < 1.0, "momentum", f"must be in [0, 1), got {self.momentum}")
         _require(self.warmup_iterations >= 0, "warmup_iterations", f"must be >= 0, got {self.warmup_iterations}")
         _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.bn_l1 >= 0, "bn_l1", f"must be >= 0, got {self.bn_l1}")
         _require(self.eval_every > 0, "eval_every", f"must be > 0, got {self.eval_every}")
         _require(self.test_every >= 0 and self.test_every % self.eval_every == 0, "test_every",
                  f"must be 0 or a multiple of --eval_every ({self.eval_every}), got {self.test_every}")

@@ -20,6 +20,7 @@ RESULT_COLUMNS = (
     "final_test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "best_val_accuracy",
     "final_validation_accuracy", "final_test_loss", "early_stop_validation_loss", "final_iteration",
     "train_seconds", "iterations_trained", "iterations_spent", "early_bird_iteration", "mask_criterion",
+    "units_kept",
 )
 INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
                    "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations",
@@ -73,7 +74,25 @@ def result_rows(paths: ExperimentPaths) -> List[dict]:
     stored = _stored_config(paths)
     for row in rows:  # every row says which criterion chose its level's mask
         row["mask_criterion"] = stored.get("mask_criterion", "large_final")
+    _add_units_kept(paths, rows, stored)
     return add_costs(rows, stored.get("prune_mode", "iterative"))
+
+
+def _add_units_kept(paths: ExperimentPaths, rows: List[dict], stored: dict):
+    """units_kept: the fraction of the structure's units (neurons, channels) each run's mask keeps,
+    over all its groups (structure.json); empty for unstructured and n_of_m experiments."""
+    if stored.get("pruning_structure", "unstructured") not in ("neurons", "channels"):
+        return
+    from tf_lottery.pruning import structure  # pylint: disable=import-outside-toplevel
+    from tf_lottery.experiment.files import read_masks  # pylint: disable=import-outside-toplevel
+
+    groups = structure.read_groups(paths.root)
+    for row in rows:
+        if "units_kept" in row or groups is None:
+            continue
+        mask = paths.run(row["replicate"], row["level"], row["variant"]).mask
+        if os.path.exists(mask):
+            row["units_kept"] = structure.units_kept_fraction(groups, read_masks(mask))
 
 
 def _stored_config(paths: ExperimentPaths) -> dict:

@@ -1,4 +1,4 @@
-"""Early-Bird tickets in the IMP loop (You et al., ICLR 2020), unstructured.
+"""Early-Bird tickets in the IMP loop (You et al., ICLR 2020), on weights or on channels.
 
 While a level trains, every `--early_bird_every` iterations the hook draws the mask
 the next level would take from the current weights (the IMP loop's own magnitude
@@ -10,7 +10,11 @@ iteration, as from any level's final weights. The paper draws masks on BatchNorm
 channels (network slimming) from the dense network; this draws them on weights, the
 unit IMP prunes, and normalises the distance by the weights the level's mask leaves
 (those the draw ranks): at level 0 that is every weight, as in the paper, and at a
-sparse level a count over all weights would call any two masks close.
+sparse level a count over all weights would call any two masks close. With
+--pruning_structure=channels the draws are channel masks, the paper's own form: the
+distance is the fraction of the level's surviving channels (structure.kept_units)
+kept by one draw and not the other; --channel_score=batchnorm with --bn_l1 is the
+paper's network-slimming setting.
 
 The distances go to metrics.csv (split 'early_bird', metric 'mask_distance'), the
 iteration where the ticket was drawn to result.json ('early_bird_iteration'; none
@@ -21,12 +25,12 @@ early_bird_mask_<iteration>.npz, written just before each checkpoint.
 
 import math
 import os
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional
 
 import numpy as np
 
 from tf_lottery.experiment import files
-from tf_lottery.pruning import masks as masks_lib
+from tf_lottery.pruning import masks as masks_lib, structure
 from tf_lottery.training.hooks import ActiveRun, Hook
 
 SPLIT, METRIC = "early_bird", "mask_distance"
@@ -42,6 +46,27 @@ def mask_distance(a: masks_lib.Masks, b: masks_lib.Masks, candidates: Optional[m
     return differing / max(count, 1)
 
 
+def unit_mask_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
+                       candidates: Optional[Mapping[str, np.ndarray]] = None) -> float:
+    """Normalised Hamming distance between two channel masks ({layer: bool per unit}): the fraction
+    of the candidate units (those still alive, default all) kept by one and not the other."""
+    differing = sum(int(np.count_nonzero(np.asarray(a[name], bool) != np.asarray(b[name], bool))) for name in a)
+    count = (sum(int(np.count_nonzero(c)) for c in candidates.values()) if candidates is not None
+             else sum(np.asarray(m).size for m in a.values()))
+    return differing / max(count, 1)
+
+
+def unit_distance(groups) -> Callable:
+    """mask_distance's counterpart for --pruning_structure=channels: the distance between the channel
+    masks (structure.kept_units) of two weight masks, over the channels the level's mask leaves."""
+
+    def distance(a: masks_lib.Masks, b: masks_lib.Masks, candidates: Optional[masks_lib.Masks] = None) -> float:
+        alive = structure.kept_units(groups, candidates) if candidates is not None else None
+        return unit_mask_distance(structure.kept_units(groups, a), structure.kept_units(groups, b), alive)
+
+    return distance
+
+
 def settled(distances: List[float], window: int, threshold: float) -> bool:
     """Whether the last `window` distances are all below `threshold`."""
     return len(distances) >= window and all(d < threshold for d in distances[-window:])
@@ -54,11 +79,14 @@ class EarlyBird(Hook):
       draw: the next level's mask from the model's current weights and masks.
       every, window, threshold: --early_bird_every, --early_bird_window, --early_bird_threshold.
       earliest: the run may not end before this iteration (θk of a dense run must be saved first).
+      distance: (previous mask, mask, the run's mask) -> distance; mask_distance, or unit_distance's
+        on channel masks.
     """
 
     def __init__(self, draw: Callable[[object], masks_lib.Masks], every: int, window: int, threshold: float,
-                 earliest: int = 0):
+                 earliest: int = 0, distance: Callable = mask_distance):
         self.draw, self.every, self.window, self.threshold, self.earliest = draw, every, window, threshold, earliest
+        self.distance = distance
         self.previous: Optional[masks_lib.Masks] = None
         self.distances: List[float] = []
         self.drawn_at: Optional[int] = None
@@ -75,7 +103,7 @@ class EarlyBird(Hook):
         if iteration % self.every == 0 and self.drawn_at is None:
             current = self.draw(run.model)
             if self.previous is not None:
-                self.distances.append(mask_distance(self.previous, current, run.masks))
+                self.distances.append(self.distance(self.previous, current, run.masks))
                 run.log.log(iteration, SPLIT, {METRIC: self.distances[-1]})
             self.previous = current
             if iteration >= self.earliest and settled(self.distances, self.window, self.threshold):

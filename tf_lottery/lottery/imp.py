@@ -25,7 +25,7 @@ from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.reader import Experiment, check_compatible
 from tf_lottery.experiment.results import result_rows, write_results
 from tf_lottery.lottery import early_bird
-from tf_lottery.pruning import criteria, masks as masks_lib, strategies
+from tf_lottery.pruning import criteria, masks as masks_lib, strategies, structure
 from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import checkpoints
 from tf_lottery.training.hooks import SaveWeightsAt
@@ -88,6 +88,11 @@ class ImpLoop:
         write_text(self.paths.flags, "\n".join(flags_lib.flagfile_lines(self.config)) + "\n")
         write_json(self.paths.config, {"hashed": self.config.hashed_values(), "config": self.config.flat()})
         write_json(self.paths.dataset, dataclasses.asdict(self.bench.splits(self.config).info))
+        if self.config.pruning.structured():
+            # The unit groups, for the controls (random_prune) and results.csv's units_kept, which read no model.
+            groups = structure.structure_groups(self.bench.trainer(self.config).model, self.config.pruning.pruning_structure)
+            write_json(structure.structure_file(self.paths.root), {"structure": self.config.pruning.pruning_structure,
+                                                                   "groups": structure.groups_to_json(groups)})
 
     def _run_replicate(self, replicate: int):
         config, bench = self.config, self.bench
@@ -130,7 +135,11 @@ class ImpLoop:
             len(self.bench.splits(config).train_images), config.data.batch_size)
         # Level 0 may not end before θk is saved.
         earliest = pruning.rewind_iteration if level == 0 else 0
-        return early_bird.EarlyBird(draw, every, pruning.early_bird_window, pruning.early_bird_threshold, earliest)
+        distance = early_bird.mask_distance
+        if pruning.pruning_structure == "channels":  # the paper's form: distances between channel masks
+            distance = early_bird.unit_distance(structure.structure_groups(self.bench.trainer(config).model, "channels"))
+        return early_bird.EarlyBird(draw, every, pruning.early_bird_window, pruning.early_bird_threshold, earliest,
+                                    distance=distance)
 
     def _ticket_spec(self, replicate: int, level: int) -> RunSpec:
         config, rewind = self.config, self.config.pruning.rewind_iteration
@@ -189,10 +198,8 @@ class ImpLoop:
 
     def _magnitude_masks(self, model, current: masks_lib.Masks, level: int) -> masks_lib.Masks:
         """Level `level`'s mask from the model's current weights and the surviving `current` (IMP's
-        rule, which Early-Bird's draws follow too)."""
-        pruning = self.config.pruning
-        groups = strategies.groups(strategies.weight_rates(model, pruning), pruning.pruning_scope)
-        return strategies.magnitude_masks(masks_lib.prunable_values(model), current, groups, level)
+        rule, which Early-Bird's draws follow too), in --pruning_structure's unit."""
+        return strategies.level_masks(model, current, self.config.pruning, level)
 
     def _control_spec(self, parent: Experiment, control: str, replicate: int, level: int) -> RunSpec:
         """The control branch's run of the ticket at `level`, in the loop's own folder for it."""

@@ -134,3 +134,30 @@ def expected_counts(sizes: Mapping[str, int], rates: Mapping[str, float], scope:
         "+".join(names): keep_count(sum(sizes[n] for n in names), rate, level)
         for names, rate in groups(rates, scope)
     }
+
+
+def batchnorm_gammas(model) -> Dict[str, np.ndarray]:
+    """|gamma| source of --channel_score=batchnorm: every BatchNorm layer's scale, by layer name."""
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+
+    return {layer.name: layer.gamma.numpy() for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "gamma", None) is not None}
+
+
+def level_masks(model, current: Masks, pruning_config, level: int) -> Masks:
+    """Level `level`'s mask by magnitude from the model's current weights and the surviving `current`,
+    in --pruning_structure's unit: weights (magnitude_masks), whole units (structure.structured_masks)
+    or N of every M (structure.n_of_m_masks). IMP's rule, which Early-Bird's draws follow too."""
+    from tf_lottery.pruning import masks as masks_lib, structure  # pylint: disable=import-outside-toplevel
+
+    values = masks_lib.prunable_values(model)
+    rates = weight_rates(model, pruning_config)
+    kind = pruning_config.pruning_structure
+    if kind == "n_of_m":
+        return structure.n_of_m_masks(values, current, rates, tuple(pruning_config.n_of_m), level, weight_kinds(model))
+    if kind in ("neurons", "channels"):
+        unit_groups = structure.structure_groups(model, kind)
+        gammas = batchnorm_gammas(model) if pruning_config.channel_score == "batchnorm" else None
+        return structure.structured_masks(unit_groups, values, current, rates, pruning_config.pruning_scope, level,
+                                          pruning_config.channel_score, gammas)
+    return magnitude_masks(values, current, groups(rates, pruning_config.pruning_scope), level)

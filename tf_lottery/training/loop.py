@@ -55,6 +55,15 @@ def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model:
     return not tf.config.list_logical_devices("GPU")
 
 
+def batchnorm_gammas(model: keras.Model) -> list:
+    """The trainable scale (gamma) variables of every BatchNorm layer of `model`, nested models included."""
+    from tf_lottery.pruning.constraint import walk_layers  # pylint: disable=import-outside-toplevel
+
+    return [layer.gamma for layer in walk_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "gamma", None) is not None
+            and layer.trainable]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ModelWrap:
     """A transformation of the masked model for training, e.g. tfmot's pruning wrappers.
@@ -95,6 +104,9 @@ class Trainer:
             self.forward_model = wrap.build(model) if wrap is not None else model
         self.global_batch_size = global_batch_size
         self.weight_decay = float(training_config.weight_decay)
+        self.bn_l1 = float(getattr(training_config, "bn_l1", 0.0))
+        # --bn_l1's Network Slimming penalty reads the BatchNorm scales (gamma) only.
+        self.bn_gammas = batchnorm_gammas(model) if self.bn_l1 > 0 else []
         with strategy.scope():
             self.iteration = tf.Variable(
                 0, dtype=tf.int64, trainable=False, name="iteration",
@@ -169,6 +181,10 @@ class Trainer:
                 # Coupled L2, as torch.optim's weight_decay: gradient += wd * w.
                 penalty = 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
                 loss += tf.nn.scale_regularization_loss(penalty)
+            if self.bn_gammas:
+                # Network Slimming's sparsity penalty lambda * sum |gamma| (Liu et al. 2017; Early-Bird).
+                sparsity = self.bn_l1 * tf.add_n([tf.reduce_sum(tf.abs(g)) for g in self.bn_gammas])
+                loss += tf.nn.scale_regularization_loss(sparsity)
             if self.loss_scaling:
                 loss = self.optimizer.get_scaled_loss(loss)
         gradients = tape.gradient(loss, variables)
