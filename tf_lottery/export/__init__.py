@@ -5,6 +5,8 @@
         --format=saved_model,sparse_saved_model,tflite,ticket --output=exports/lenet
 
 Writes under --output: saved_model/, sparse_saved_model/, model.tflite, ticket.npz
+(and, with --format=structured, structured/: the smaller network of a neurons or
+channels ticket as saved_model/ and model.tflite, or an n_of_m ticket's model.tflite)
 and export.json (what was written, sizes and the output checks). `best_level` is
 the rule that picks the "best" ticket; the reports use it too.
 
@@ -13,9 +15,10 @@ Importing this package loads no TensorFlow; `export()` does.
 
 from tf_lottery.experiment.selection import DEFAULT_TOLERANCE, best_level, level_means  # noqa: F401
 
-FORMATS = ("saved_model", "sparse_saved_model", "tflite", "ticket")
+FORMATS = ("saved_model", "sparse_saved_model", "tflite", "ticket")  # written when --format is not given
+EXTRA_FORMATS = ("structured",)  # written only on request: they need a structured ticket
 FILE_NAMES = {"saved_model": "saved_model", "sparse_saved_model": "sparse_saved_model",
-              "tflite": "model.tflite", "ticket": "ticket.npz"}
+              "tflite": "model.tflite", "ticket": "ticket.npz", "structured": "structured"}
 SUMMARY_FILE = "export.json"
 
 
@@ -44,7 +47,8 @@ def export(experiment_dir: str, level="best", variant: str = "imp", replicate: i
       level: a level number, 'best' (best_level with `tolerance`) or 'final' (last finished).
       variant: imp, reinit or random_prune.
       replicate: replicate number.
-      formats: any of FORMATS.
+      formats: any of FORMATS and EXTRA_FORMATS ('structured': the smaller dense network of a
+        neurons/channels ticket, or the N:M-sparse TFLite model of an n_of_m ticket).
       output: folder to write into (default: <experiment_dir>/export/replicate_R/level_LL/VARIANT).
       quantize: TFLite quantisation: none, dynamic or int8 (int8 reads the dataset).
       tolerance: accuracy tolerance of level='best'.
@@ -54,8 +58,17 @@ def export(experiment_dir: str, level="best", variant: str = "imp", replicate: i
     Raises:
       ExportError: with a one-line message, for anything that cannot be exported.
     """
-    from tf_lottery.export import exporter  # pylint: disable=import-outside-toplevel
+    from tf_lottery.export import exporter, structured  # pylint: disable=import-outside-toplevel
 
+    names = tuple(f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip())
+    if any(name in EXTRA_FORMATS for name in names):
+        unknown = [name for name in names if name not in FORMATS + EXTRA_FORMATS]
+        if unknown:
+            raise exporter.ExportError(f"--format: unknown format {', '.join(unknown)}; known: "
+                                       f"{', '.join(FORMATS + EXTRA_FORMATS)}")
+        others = tuple(name for name in names if name not in EXTRA_FORMATS)
+        return structured.export(experiment_dir, level, variant, replicate, others, output, quantize, tolerance,
+                                 check_examples, representative_examples)
     return exporter.export(experiment_dir, level, variant, replicate, formats, output, quantize, tolerance,
                          check_examples, representative_examples)
 

@@ -15,7 +15,7 @@ from absl import flags
 
 from tf_lottery import cli, help as help_lib
 from tf_lottery.errors import UsageError
-from tf_lottery.export import DEFAULT_TOLERANCE, FILE_NAMES, FORMATS
+from tf_lottery.export import DEFAULT_TOLERANCE, EXTRA_FORMATS, FILE_NAMES, FORMATS
 
 PROG = "tf_lottery.export"
 FORMAT_HELP = {
@@ -27,6 +27,9 @@ FORMAT_HELP = {
               "the test set)",
     "ticket": "the survivors at θ0 (or θk), the masks and the model's name and flags; tf_lottery.load_ticket(path) "
               "rebuilds the masked model ready to train",
+    "structured": "only on request, for --pruning_structure=neurons|channels: the smaller dense network (removed "
+                  "units cut out) as saved_model/ and model.tflite; n_of_m: model.tflite with the N:M kernels stored "
+                  "sparse, and which kernels TFLite computes sparse",
 }
 SECTIONS = (("what to export", ("experiment_dir", "level", "tolerance", "variant", "replicate")),
             ("output", ("format", "output", "quantize", "check_examples", "representative_examples", "traceback")))
@@ -40,7 +43,8 @@ def define_flags(flag_values: flags.FlagValues):
                        "'best' (absolute, 0.005 = half a percentage point).", flag_values=flag_values)
     flags.DEFINE_enum("variant", "imp", ("imp", "reinit", "random_prune"), "Variant to export.", flag_values=flag_values)
     flags.DEFINE_integer("replicate", 0, "Replicate to export.", flag_values=flag_values)
-    flags.DEFINE_list("format", list(FORMATS), f"Formats to write: {', '.join(FORMATS)}.", flag_values=flag_values)
+    flags.DEFINE_list("format", list(FORMATS), f"Formats to write: {', '.join(FORMATS)} (the default), or "
+                      f"{', '.join(EXTRA_FORMATS)}.", flag_values=flag_values)
     flags.DEFINE_string("output", "", "Output folder (default: <experiment_dir>/export/replicate_R/level_LL/VARIANT).",
                         flag_values=flag_values)
     flags.DEFINE_enum("quantize", "none", ("none", "dynamic", "int8"), "TFLite quantisation: none (float32), dynamic "
@@ -58,7 +62,7 @@ def help_text(prog: str = PROG, full: bool = False) -> str:
     sections = [(title, help_lib.flag_entries(flag_values, names, {"format": FORMATS})) for title, names in SECTIONS]
     sections.append(("formats (--format)", [help_lib.Entry(f"{name}: {FILE_NAMES[name]}{'' if '.' in FILE_NAMES[name] else '/'}",
                                                            FORMAT_HELP[name])
-                                            for name in FORMATS]))
+                                            for name in FORMATS + EXTRA_FORMATS]))
     if full:
         sections.append(help_lib.NO_ABSL_FLAGS)
     usage = (f"{help_lib.invocation('export', prog)} --experiment_dir=DIR [--level=best|final|L] [--variant=imp] "
@@ -77,6 +81,10 @@ def _describe(name: str, entry: dict) -> str:
         line += f"  top-1 agreement {entry['top1_agreement']:.2%} on {entry['test_examples']} test images"
     if entry.get("delegate") == "none":
         line += "  (XNNPACK refuses it: run with BUILTIN_WITHOUT_DEFAULT_DELEGATES)"
+    if "units" in entry:
+        line += "  units kept " + ", ".join(f"{k} {v['kept']}/{v['original']}" for k, v in entry["units"].items())
+    if "kernels_computed_sparse" in entry:
+        line += f"  kernels computed sparse: {', '.join(entry['kernels_computed_sparse']) or 'none (stored sparse, densified)'}"
     if "initial_weights" in entry:
         line += f"  ({entry['initial_weights']})"
     return line

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tf_lottery import data, distribute
 from tf_lottery import ticket as ticket_lib
 from tf_lottery.data import pipeline
-from tf_lottery.export import FILE_NAMES, FORMATS, SUMMARY_FILE, default_output
+from tf_lottery.export import EXTRA_FORMATS, FILE_NAMES, FORMATS, SUMMARY_FILE, default_output
 from tf_lottery.export import saved_model as dense_export
 from tf_lottery.export import sparse as sparse_export
 from tf_lottery.export import tflite as tflite_export
@@ -27,9 +27,10 @@ def parse_formats(formats) -> tuple:
     if isinstance(formats, str):
         formats = formats.split(",")
     formats = tuple(f.strip() for f in formats if f.strip())
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in FORMATS + EXTRA_FORMATS]
     if unknown or not formats:
-        raise ExportError(f"--format: unknown format {', '.join(unknown) or '(none given)'}; known: {', '.join(FORMATS)}")
+        raise ExportError(f"--format: unknown format {', '.join(unknown) or '(none given)'}; "
+                          f"known: {', '.join(FORMATS + EXTRA_FORMATS)}")
     return formats
 
 
