@@ -18,27 +18,30 @@ from tf_lottery.utils import derive_seed, write_json
 # (experiment hash: the name of its folder, fingerprint: every hashed value, defaults
 # included). A change here means an existing experiment folder now means something
 # else: change a pin only together with a note on what old folders become. The
-# fingerprints moved with --retrain, the --early_bird settings, --mask_criterion and --classes, added at defaults
+# fingerprints moved with --retrain, the --early_bird settings, --mask_criterion, --classes and the structured-ticket
+# settings (--pruning_structure, --channel_score, --n_of_m, --bn_l1), added at defaults
 # that reproduce what runs did before: old folders keep their names and resume.
 PINNED = {
-    "conv2_cifar10.cfg": ("6dde92d5", "54141bdb"),
-    "conv2_dropout_cifar10.cfg": ("45e98615", "527f9959"),
-    "conv4_cifar10.cfg": ("f429cec1", "744e9873"),
-    "conv4_dropout_cifar10.cfg": ("173b7348", "8caa542f"),
-    "conv6_cifar10.cfg": ("0cec9c66", "938e6ab8"),
-    "conv6_dropout_cifar10.cfg": ("3959840a", "710b5c40"),
-    "lenet300_fashion_mnist_24k.cfg": ("9cabe2da", "658f14ad"),
-    "lenet300_mnist.cfg": ("ef5eaa1c", "c9158efc"),
-    "lenet300_mnist_24k.cfg": ("3bed4275", "2db33663"),
-    "lenet300_mnist_combine.cfg": ("dcc261d8", "03d0087c"),
-    "lenet300_mnist_deconstructing.cfg": ("7c2ceab0", "761cf7e8"),
-    "lenet300_mnist_methods.cfg": ("2e777276", "0358874e"),
-    "quickstart.cfg": ("8b09a594", "f98ac5f6"),
-    "resnet18.cfg": ("09b69e52", "ef4f59e7"),
-    "resnet18_rewind.cfg": ("38d3acff", "0a6a26e7"),
-    "smoke.cfg": ("8bd73745", "f499f654"),
-    "vgg19.cfg": ("b4b64244", "7797c054"),
-    "vgg19_rewind.cfg": ("023b13e2", "254ee5ab"),
+    "conv2_cifar10.cfg": ("6dde92d5", "a53fae83"),
+    "conv2_dropout_cifar10.cfg": ("45e98615", "fa9cccb3"),
+    "conv4_cifar10.cfg": ("f429cec1", "ad7e74f3"),
+    "conv4_dropout_cifar10.cfg": ("173b7348", "da2d981f"),
+    "conv6_cifar10.cfg": ("0cec9c66", "84657286"),
+    "conv6_dropout_cifar10.cfg": ("3959840a", "fec9f7d8"),
+    "lenet300_fashion_mnist_24k.cfg": ("9cabe2da", "20d44f8d"),
+    "lenet300_mnist.cfg": ("ef5eaa1c", "6ee78208"),
+    "lenet300_mnist_24k.cfg": ("3bed4275", "3a45f48e"),
+    "lenet300_mnist_combine.cfg": ("dcc261d8", "3a859b90"),
+    "lenet300_mnist_deconstructing.cfg": ("7c2ceab0", "aabd89fd"),
+    "lenet300_mnist_methods.cfg": ("2e777276", "d377dade"),
+    "lenet300_mnist_neurons.cfg": ("9137d82d", "88b96d89"),
+    "lenet5_fashion_mnist_channels.cfg": ("7e2d8919", "c6c960dd"),
+    "quickstart.cfg": ("8b09a594", "fdd1808f"),
+    "resnet18.cfg": ("09b69e52", "75aa63d5"),
+    "resnet18_rewind.cfg": ("38d3acff", "9cf6a878"),
+    "smoke.cfg": ("8bd73745", "6c060200"),
+    "vgg19.cfg": ("b4b64244", "42665407"),
+    "vgg19_rewind.cfg": ("023b13e2", "f40e2980"),
 }
 
 

@@ -44,12 +44,12 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
     Command("report", "tf_lottery.report", "Write the figures and tables (report.md, report.html) of one or more "
             "experiments.", "--experiment_dir=runs/quickstart"),
     Command("export", "tf_lottery.export", "Export a finished level as SavedModel, sparse SavedModel, TFLite or a "
-            "ticket file, each checked against the trained model.",
+            "ticket file, or a structured ticket as a smaller dense network, each checked against the trained model.",
             "--experiment_dir=runs/quickstart --level=best --format=tflite,ticket"),
 )}
 
 # What the registries hold (checked by tests/test_cli_help.py): listed without importing TensorFlow.
-MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dropout", "lenet300_100", "mlp",
+MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dropout", "lenet300_100", "lenet5", "mlp",
           "resnet18", "resnet20", "vgg19")
 BRANCHES = {
     "combine": "tickets combined: ensembles of replicates, weight averages of copies from one start, mask unions and "

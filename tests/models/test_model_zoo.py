@@ -161,3 +161,12 @@ def test_dropout_noise_replays_from_the_step_counter_in_the_weights(tmp_path):
     layer = model.get_layer("dropout1")
     dropped = layer(np.ones((200, 256), np.float32), training=True).numpy()
     assert 0.4 < np.mean(dropped == 0) < 0.6 and np.allclose(dropped[dropped != 0], 2.0)
+
+
+def test_lenet5_is_caffe_s_lenet_on_28x28_digits():
+    model = models.build("lenet5", (28, 28, 1), 10, seed=0)
+    weights = {w.path: tuple(w.variable.shape) for w in prunable.prunable_weights(model)}
+    assert weights == {"conv1/kernel": (5, 5, 1, 20), "conv2/kernel": (5, 5, 20, 50), "fc1/kernel": (800, 500),
+                       "output/kernel": (500, 10)}
+    assert _kernel_counts(model) == (430_500, 25_500, 4)
+    assert model(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)

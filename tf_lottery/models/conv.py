@@ -96,3 +96,24 @@ def _register_family(stages: int):
 
 for _stages in (1, 2, 3):
     _register_family(_stages)
+
+
+LENET5_FILTERS = (20, 50)
+LENET5_UNITS = 500
+
+
+@register("lenet5")
+def lenet5(input_shape, num_classes):
+    """Caffe's LeNet-5 for 28x28 digits, the convnet of the pruning literature (Han et al. 2015;
+    Wen et al. 2016 remove its filters): 5x5 'valid' convolutions of 20 and 50 filters, each with
+    ReLU and a 2x2 max pool, FC 500, `num_classes`; Glorot-normal. On 28x28x1 inputs its kernels
+    hold 430,500 weights (25,500 conv)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for i, filters in enumerate(LENET5_FILTERS):
+        x = masked_conv2d(filters, 5, name=f"conv{i + 1}", padding="valid", activation="relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = masked_dense(LENET5_UNITS, name="fc1", activation="relu")(x)
+    outputs = masked_dense(num_classes, name="output")(x)
+    return keras.Model(inputs, outputs, name="lenet5")

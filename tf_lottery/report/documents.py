@@ -7,6 +7,7 @@ code, image) and rendered twice, so the two documents cannot disagree.
 import base64
 import datetime
 import html
+import math
 import os
 import re
 from typing import Dict, List, Optional
@@ -22,6 +23,7 @@ TABLE_METRICS = (
     ("best_val_accuracy", "Best validation accuracy (%)", "accuracy"),
     ("final_test_loss", "Final test loss", "loss"),
     ("train_seconds", "Training time per run (s)", "seconds"),
+    ("units_kept", "Units or channels kept (%)", "percent"),  # structured tickets only
 )
 FIGURE_CAPTIONS = {
     "accuracy_vs_density": "Final test accuracy against percent of weights remaining (mean, band: min-max over replicates).",
@@ -58,6 +60,10 @@ STABILITY_COLUMNS = (
     ("disagreement", "disagreement (%)", "percent"),
     ("endpoint_test_accuracy", "endpoint test accuracy (%)", "accuracy"),
 )
+
+
+def _has_value(value) -> bool:
+    return value not in (None, "") and not (isinstance(value, float) and math.isnan(value))
 
 
 def format_summary(summary: Optional[data.Summary], kind: str) -> str:
@@ -453,6 +459,8 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
             blocks.append(("paragraph", "Columns: " + "; ".join(f"{v} = {experiment.variant_name(v)}"
                                                                  for v in experiment.variants()) + "."))
             for metric, heading, kind in TABLE_METRICS:
+                if metric == "units_kept" and not any(_has_value(r.get(metric)) for r in experiment.rows):
+                    continue  # an unstructured experiment's column is empty
                 header, rows = results_table(experiment, metric, kind)
                 blocks.append(("heading", 3, heading))
                 blocks.append(("table", header, rows))
