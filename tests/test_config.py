@@ -35,7 +35,7 @@ PINNED = {
     "lenet300_mnist_deconstructing.cfg": ("7c2ceab0", "aabd89fd"),
     "lenet300_mnist_methods.cfg": ("2e777276", "d377dade"),
     "lenet300_mnist_neurons.cfg": ("9137d82d", "88b96d89"),
-    "lenet5_fashion_mnist_channels.cfg": ("7e2d8919", "c6c960dd"),
+    "lenet5_fashion_mnist_channels.cfg": ("0a43f1b0", "eb7a70e5"),
     "quickstart.cfg": ("8b09a594", "fdd1808f"),
     "resnet18.cfg": ("09b69e52", "75aa63d5"),
     "resnet18_rewind.cfg": ("38d3acff", "9cf6a878"),
