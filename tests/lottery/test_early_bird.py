@@ -119,3 +119,18 @@ def test_bad_early_bird_settings_are_one_line_errors(tmp_path, values, flag):
     with pytest.raises(ConfigError, match=flag) as error:
         small_config(tmp_path, **values)
     assert "\n" not in str(error.value)
+
+
+def test_channel_early_bird_measures_the_distance_between_channel_masks_in_a_run(tmp_path):
+    """On LeNet-5 with --pruning_structure=channels each distance is a count of its 70 filters (20 + 50)
+    over 70, not of its 430,500 weights; the level still ends where the masks settled."""
+    config = small_config(tmp_path, model="lenet5", hidden_units=(), pruning_structure="channels",
+                          conv_prune_rate=0.5, levels=1, **SETTLES)
+    imp.run_experiment(config)
+    experiment = Experiment.open(ExperimentPaths.of(config.run.output_dir, config.experiment_name).root)
+    distances = [r["value"] for r in summaries.read_metrics(experiment.run(0, 0, "imp").metrics)
+                 if r["split"] == "early_bird"]
+    assert len(distances) == 2
+    assert all(abs(d * 70 - round(d * 70)) < 1e-6 for d in distances), distances
+    assert any(d > 0 for d in distances), "early masks of a training network differ in some filter"
+    assert experiment.result(0, 0, "imp")["early_bird_iteration"] == 30
