@@ -325,14 +325,12 @@ class Franken(Branch):
 
     def measure(self, cell: Cell, finished: Dict[str, dict], bench) -> List[dict]:
         from tf_lottery.training import franken as franken_lib  # pylint: disable=import-outside-toplevel
+        from tf_lottery.training.combination import accuracy  # pylint: disable=import-outside-toplevel
 
         task = cell.part
         model = self.trained_model(cell, task, bench)
         splits = [bench.splits(self.task_configs[s]) for s in range(task + 1)]
         batch = self.config.data.eval_batch_size
-
-        def accuracy(values, labels):
-            return float(np.mean(np.argmax(values, -1) == labels))
 
         infos = [sp.info for sp in splits]  # with the statistics the tasks' pipelines normalise with
         views = [franken_lib.logits(franken_lib.view_model(model, s), splits[s].test_images, infos[s], batch)

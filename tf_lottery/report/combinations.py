@@ -33,6 +33,11 @@ def _number(value) -> float:
         return math.nan
 
 
+def _summary(rows: List[Row], column: str) -> Optional[data.Summary]:
+    """Mean, spread and count of a numeric column over rows (empty cells skipped)."""
+    return data.Summary.of([_number(r.get(column)) for r in rows])
+
+
 def _spread(summaries: List[data.Summary]) -> List[List[float]]:
     """Error bars (percent) from each mean down to the lowest and up to the highest replicate (never
     negative: the mean of equal values may round past them)."""
@@ -94,8 +99,8 @@ def ticket_levels(experiment: data.Experiment) -> Dict[int, Tuple[data.Summary, 
     for row in experiment.rows:
         if row["variant"] == "imp":
             by_level[int(row["level"])].append(row)
-    return {level: (data.Summary.of([_number(r["density"]) for r in rows]),
-                    data.Summary.of([_number(r["final_test_accuracy"]) for r in rows]))
+    return {level: (_summary(rows, "density"),
+                    _summary(rows, "final_test_accuracy"))
             for level, rows in sorted(by_level.items())}
 
 
@@ -123,7 +128,7 @@ def combine_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
         for index, ((how, size), levels) in enumerate(combinations(experiment).items()):
             color = figures.plt.get_cmap("tab10")(index % 10)
             points = [(data.Summary.of([budget(r) for r in rows]),
-                       data.Summary.of([_number(r["test_accuracy"]) for r in rows])) for rows in levels.values()]
+                       _summary(rows, "test_accuracy")) for rows in levels.values()]
             points = sorted((p for p in points if p[0] and p[1]), key=lambda p: p[0].mean)
             px = [b.mean * 100 for b, _ in points]
             axis.errorbar(px, [a.mean * 100 for _, a in points],
@@ -164,13 +169,13 @@ def combine_section(experiment: data.Experiment) -> List[tuple]:
     for (how, size), levels in combinations(experiment).items():
         for level, rows in levels.items():
             wins, count = beats_budget(rows)
-            overlap = data.Summary.of([_number(r.get("overlap")) for r in rows])
+            overlap = _summary(rows, "overlap")
             table.append([combination_label(how, size), str(level),
                           f"{data.Summary.of([budget(r) for r in rows]).mean * 100:.2f}",
-                          documents.format_summary(data.Summary.of([_number(r["test_accuracy"]) for r in rows]), "accuracy"),
-                          documents.format_summary(data.Summary.of([_number(r.get("member_accuracy_mean")) for r in rows]),
+                          documents.format_summary(_summary(rows, "test_accuracy"), "accuracy"),
+                          documents.format_summary(_summary(rows, "member_accuracy_mean"),
                                                    "accuracy"),
-                          documents.format_summary(data.Summary.of([_number(r.get("nearest_test_accuracy")) for r in rows]),
+                          documents.format_summary(_summary(rows, "nearest_test_accuracy"),
                                                    "accuracy"),
                           f"{wins}/{count}", f"{overlap.mean:.3f}" if overlap else ""])
     blocks.append(("table", header, table))
@@ -218,7 +223,7 @@ def task_table(rows: List[Row]) -> Dict[Tuple[int, str], Dict[int, Dict[str, Lis
 
 
 def _accuracy(rows: List[Row]) -> Optional[data.Summary]:
-    return data.Summary.of([_number(r.get("test_accuracy")) for r in rows])
+    return _summary(rows, "test_accuracy")
 
 
 def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
@@ -232,7 +237,7 @@ def franken_figure(experiments: List[data.Experiment], output_dir: str) -> Optio
     figure, axes = figures.plt.subplots(len(grid), width, figsize=(5.2 * width, 4.3 * len(grid)), squeeze=False)
     for axes_row, (experiment, label, rows) in zip(axes, grid):
         tasks = task_table(rows)
-        a_density = {level: data.Summary.of([_number(r["density"]) for r in runs.get("franken", [])]).mean
+        a_density = {level: _summary(runs.get("franken", []), "density").mean
                      for (task, _), levels in tasks.items() if task == 0 for level, runs in levels.items()}
         levels = sorted(a_density)
         for axis, ((task, name), by_level) in zip(axes_row, tasks.items()):
@@ -302,7 +307,7 @@ def franken_section(experiment: data.Experiment) -> List[tuple]:
             for level, runs in by_level.items():
                 own = runs.get("franken", [])
                 identical = [data.is_true(r.get("bit_identical")) for r in own] if task == 0 else []
-                owned = data.Summary.of([_number(r.get("owned_weights")) for r in own])
+                owned = _summary(own, "owned_weights")
                 table.append([f"{task}: {name}", str(level),
                               documents.format_summary(_accuracy(own), "accuracy"),
                               documents.format_summary(_accuracy(runs.get("dense_alone", [])), "accuracy"),
@@ -310,7 +315,7 @@ def franken_section(experiment: data.Experiment) -> List[tuple]:
                               f"{owned.mean:,.0f}" if owned else "",
                               f"{sum(identical)}/{len(identical)} bit-identical" if identical else ""])
         blocks.append(("table", header, table))
-        joint = data.Summary.of([_number(r.get("joint_test_accuracy")) for r in _final(rows)])
+        joint = _summary(_final(rows), "joint_test_accuracy")
         if joint:
             blocks.append(("paragraph", "Shared head, every class at once (the union of the tasks' test sets): "
                                         f"{documents.format_summary(joint, 'accuracy')}%."))
