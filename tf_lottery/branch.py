@@ -31,7 +31,7 @@ PROG = "tf_lottery.branch"
 NOT_OVERRIDES = ("levels", "replicates", "replicate", "controls", "experiment_name", "output_dir", "dry_run",
                  "progress", "export_final")
 # The architecture is the parent's masks' shape: a branch cannot change it.
-FIXED = ("model", "hidden_units")
+FIXED = tuple(f.name for f in dataclasses.fields(config_lib.ModelConfig))
 PRUNING = tuple(f.name for f in dataclasses.fields(config_lib.PruningConfig))
 COMMAND_FLAGS = ("experiment_dir", "branch", "levels", "replicates", "variants", "dry_run", "progress", "traceback")
 
@@ -196,7 +196,7 @@ def _check_dataset(parent, branch):
         return
     from tf_lottery import data, models  # pylint: disable=import-outside-toplevel
 
-    info = data.describe(config.data.dataset, config.data.data_dir, config.data.class_list())
+    info = data.for_config(config.data, read=False)
     mine, theirs = tuple(info.input_shape), tuple(parent.dataset.input_shape)
     model = config.model.model
     if mine != theirs:

@@ -50,7 +50,9 @@ def _require(condition: bool, flag: str, message: str):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = option("mnist", "tensorflow-datasets name of an image classification set with image/label features.")
+    dataset: str = option("mnist", "tensorflow-datasets name: an image classification set (image/label features), "
+                          "a text set (one text feature: language modelling), or gym:<id> for a gymnasium "
+                          "environment (reinforcement learning, e.g. gym:CartPole-v1).")
     data_dir: Optional[str] = option(None, "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).", hashed=False)
     download: bool = option(True, "Let TFDS download and prepare a dataset that is not prepared under --data_dir.", hashed=False)
     validation_size: int = option(5000, "Training examples held out as the validation split (never the test set).")
@@ -61,6 +63,8 @@ class DataConfig:
                             "-1: derived from --seed, so runs from the same weights differ in their SGD noise only when it is set.")
     classes: str = option("", "Train and test on these labels only, e.g. 0-4 or 1,3,5: relabelled 0..n-1 in "
                           "increasing order (dataset.json keeps the mapping); empty: every class.")
+    sequence_length: int = option(100, "Characters per training and evaluation window of a language-modelling "
+                                  "dataset (the model reads n and predicts the n next).")
 
     def __post_init__(self):
         object.__setattr__(self, "classes", canonical_classes(self.classes))  # 0,1,2 and 0-2 are one experiment
@@ -72,6 +76,7 @@ class DataConfig:
         _require(self.eval_batch_size > 0, "eval_batch_size", f"must be > 0, got {self.eval_batch_size}")
         _require(self.data_seed >= -1, "data_seed", f"must be >= 0, or -1 to derive it from --seed, got {self.data_seed}")
         _require(len(class_list(self.classes)) != 1, "classes", f"needs at least two classes, got {self.classes}")
+        _require(self.sequence_length > 0, "sequence_length", f"must be > 0, got {self.sequence_length}")
 
     def class_list(self) -> Tuple[int, ...]:
         """The chosen original labels, increasing (empty: every class)."""
@@ -101,11 +106,32 @@ def canonical_classes(text: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     model: str = option("lenet300_100", "Registered model name (tf_lottery.models.names()).")
-    hidden_units: Tuple[int, ...] = option((), "Hidden layer widths of the `mlp` model, e.g. 64,32.")
+    hidden_units: Tuple[int, ...] = option((), "Hidden layer widths of the `mlp` and `policy_mlp` models, e.g. 64,32.")
+    embedding_dim: int = option(0, "Token embedding width of `lstm_lm`, model width of `transformer_lm` (0: the model's default).")
+    lstm_units: Tuple[int, ...] = option((), "LSTM layer widths of `lstm_lm`, e.g. 256,256 (empty: the model's default).")
+    num_blocks: int = option(0, "Decoder blocks of `transformer_lm` (0: the model's default).")
+    num_heads: int = option(0, "Attention heads of `transformer_lm` (0: the model's default).")
+    mlp_dim: int = option(0, "Hidden width of `transformer_lm`'s MLPs (0: the model's default).")
 
     def validate(self):
         _require(all(u > 0 for u in self.hidden_units), "hidden_units", "widths must be > 0")
-        _require(not self.hidden_units or self.model == "mlp", "hidden_units", "applies only to --model=mlp")
+        _require(not self.hidden_units or self.model in ("mlp", "policy_mlp"), "hidden_units",
+                 "applies only to --model=mlp and --model=policy_mlp")
+        _require(all(u > 0 for u in self.lstm_units), "lstm_units", "widths must be > 0")
+        _require(not self.lstm_units or self.model == "lstm_lm", "lstm_units", "applies only to --model=lstm_lm")
+        for name in ("embedding_dim", "num_blocks", "num_heads", "mlp_dim"):
+            value = getattr(self, name)
+            _require(value >= 0, name, f"must be >= 0, got {value}")
+        _require(not self.embedding_dim or self.model in ("lstm_lm", "transformer_lm"), "embedding_dim",
+                 "applies only to --model=lstm_lm and --model=transformer_lm")
+        for name in ("num_blocks", "num_heads", "mlp_dim"):
+            _require(not getattr(self, name) or self.model == "transformer_lm", name,
+                     "applies only to --model=transformer_lm")
+
+    def options(self) -> dict:
+        """The model factory's keyword options that were set (the rest take the model's defaults)."""
+        names = ("hidden_units", "embedding_dim", "lstm_units", "num_blocks", "num_heads", "mlp_dim")
+        return {name: getattr(self, name) for name in names if getattr(self, name)}
 
 
 RETRAIN_MODES = ("reset", "lr_rewind", "finetune")

@@ -186,7 +186,7 @@ class Franken(Branch):
     def _describe(self, task):
         from tf_lottery import data  # pylint: disable=import-outside-toplevel
 
-        info = data.describe(task.data.dataset, task.data.data_dir, task.data.class_list())
+        info = data.for_config(task.data, read=False)
         mine, theirs = tuple(info.input_shape), tuple(self.parent.dataset.input_shape)
         if theirs and mine != theirs:
             flag = "tasks" if self.options.tasks else "dataset"

@@ -166,7 +166,7 @@ class Pai(Branch):
     def model(self):
         """The scoring model: a plain (undistributed, float32) model of the experiment, built once."""
         if self._model is None:
-            info = data.describe(self.config.data.dataset, self.config.data.data_dir, self.config.data.class_list())  # metadata, no data read
+            info = data.for_config(self.config.data, read=False)  # metadata, no data read
             self._model = build_model(self.config, info)
         return self._model
 

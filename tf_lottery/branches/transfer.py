@@ -92,7 +92,7 @@ class Transfer(Branch):
             return self.parent.dataset
         from tf_lottery import data  # pylint: disable=import-outside-toplevel
 
-        return data.describe(self.config.data.dataset, self.config.data.data_dir, self.config.data.class_list())
+        return data.for_config(self.config.data, read=False)
 
     def _compared(self) -> Optional[Experiment]:
         where = self.options.compare_with

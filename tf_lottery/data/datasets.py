@@ -10,6 +10,11 @@ keeps the original labels, so dataset.json records the mapping). It is taken aft
 the validation split is carved from the whole train split, so the subsets of one
 dataset (split MNIST's 0-4 and 5-9) share one carving and never see each other's
 validation examples; --validation_size counts the whole dataset's held-out examples.
+
+A text dataset (one Text feature) becomes character windows for language modelling
+(data/text.py: TFDS's own validation split, a vocabulary from the training text),
+and `gym:<id>` a gymnasium environment (tasks/reinforcement.py); DatasetInfo.task
+says which (tf_lottery.tasks).
 """
 
 import dataclasses
@@ -18,8 +23,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from tf_lottery.data import sources
+from tf_lottery.data import sources, text
 from tf_lottery.data.sources import DataError
+from tf_lottery.tasks import reinforcement
 from tf_lottery.utils import spans
 
 VALIDATION_SPLIT_SEED = 0
@@ -36,6 +42,8 @@ class DatasetInfo:
     validation_size: int = 0
     test_size: int = 0
     classes: Tuple[int, ...] = ()  # with --classes: the original label of each class 0..n-1
+    task: str = "classification"  # tf_lottery.tasks: classification, language_model, reinforcement
+    vocabulary: str = ""  # language_model: the character of each id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +94,21 @@ def _chosen(name: str, num_classes: int, classes: Tuple[int, ...]) -> Tuple[int,
     return tuple(classes)
 
 
-def describe(name: str, data_dir: Optional[str] = None, classes: Tuple[int, ...] = ()) -> DatasetInfo:
+DEFAULT_SEQUENCE_LENGTH = 100  # DataConfig.sequence_length's default
+
+
+def describe(name: str, data_dir: Optional[str] = None, classes: Tuple[int, ...] = (),
+             sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> DatasetInfo:
     """Input shape and class count (of the subset `classes`, when given) from the dataset's metadata,
-    without reading data."""
-    shape, num_classes = _features(_builder(name, data_dir))
+    without reading data (a text set's vocabulary is read from its training text)."""
+    if reinforcement.is_environment(name):
+        _no_classes(name, classes)
+        return reinforcement.describe(name)
+    builder = _builder(name, data_dir)
+    if text.text_feature(builder):
+        _no_classes(name, classes)
+        return _load_text(name, data_dir, True, int(sequence_length)).info
+    shape, num_classes = _features(builder)
     chosen = _chosen(name, num_classes, tuple(classes))
     return DatasetInfo(name=name, input_shape=shape, num_classes=len(chosen) or num_classes, classes=chosen)
 
@@ -129,11 +148,53 @@ def _read_splits(builder):
     return arrays
 
 
+def _no_classes(name: str, classes):
+    if classes:
+        raise DataError(f"--classes: {name} is not a classification dataset")
+
+
 def load(name: str, data_dir: Optional[str] = None, validation_size: int = 5000, download: bool = True,
-         classes: Tuple[int, ...] = ()) -> Splits:
+         classes: Tuple[int, ...] = (), sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> Splits:
     """Decodes the dataset once per process into uint8 arrays split train/validation/test (of the
-    labels in `classes` only, relabelled 0..n-1, when given)."""
+    labels in `classes` only, relabelled 0..n-1, when given); a text set into character windows."""
+    if reinforcement.is_environment(name):
+        _no_classes(name, classes)
+        return reinforcement.load(name)
+    if text.text_feature(_builder(name, data_dir)):
+        _no_classes(name, classes)
+        return _load_text(name, data_dir, download, int(sequence_length))
     return _load(name, data_dir, validation_size, download, tuple(classes))
+
+
+def for_config(d, read: bool = True):
+    """The Splits (read=True) or DatasetInfo (read=False: metadata only) of a DataConfig."""
+    if read:
+        return load(d.dataset, d.data_dir, d.validation_size, d.download, d.class_list(), d.sequence_length)
+    return describe(d.dataset, d.data_dir, d.class_list(), d.sequence_length)
+
+
+@functools.lru_cache(maxsize=2)
+def _texts(name: str, data_dir: Optional[str], download: bool):
+    builder = _builder(name, data_dir)
+    _prepare(builder, download, data_dir)
+    return text.read_texts(builder, text.text_feature(builder))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_text(name: str, data_dir: Optional[str], download: bool, sequence_length: int) -> Splits:
+    train_text, validation_text, test_text = _texts(name, data_dir, download)
+    vocab = text.vocabulary(train_text, (validation_text, test_text))
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        text.windows(text.encode(t, vocab), sequence_length) for t in (train_text, validation_text, test_text))
+    if not len(train_x):
+        raise DataError(f"--sequence_length: {sequence_length} leaves no training window in {name} "
+                        f"({len(train_text)} characters)")
+    info = DatasetInfo(name=name, input_shape=(sequence_length,), num_classes=len(vocab),
+                       train_size=len(train_x), validation_size=len(val_x), test_size=len(test_x),
+                       task="language_model", vocabulary=vocab)
+    return Splits(info=info, train_images=train_x, train_labels=train_y, validation_images=val_x,
+                  validation_labels=val_y, test_images=test_x, test_labels=test_y,
+                  train_indices=np.arange(len(train_x)), validation_indices=np.arange(len(val_x)))
 
 
 @functools.lru_cache(maxsize=2)
@@ -179,6 +240,8 @@ def _load(name: str, data_dir: Optional[str], validation_size: int, download: bo
 def _clear():
     _load.cache_clear()
     _decoded.cache_clear()
+    _load_text.cache_clear()
+    _texts.cache_clear()
 
 
 load.cache_clear = _clear  # tests that mock a dataset clear what was decoded

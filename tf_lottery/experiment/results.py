@@ -22,7 +22,11 @@ RESULT_COLUMNS = (
     "train_seconds", "iterations_trained", "iterations_spent", "early_bird_iteration", "mask_criterion",
     "units_kept",
 )
-INTEGER_COLUMNS = ("replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
+# Columns of the tasks other than classification, written where a run has them (tf_lottery.tasks).
+TASK_COLUMNS = ("early_stop_test_loss", "final_test_bits_per_character", "early_stop_test_bits_per_character",
+                "final_validation_bits_per_character", "final_test_return", "early_stop_test_return",
+                "best_validation_return", "solved_iteration")
+INTEGER_COLUMNS = ("solved_iteration", "replicate", "level", "remaining_weights", "total_weights", "early_stop_iteration", "final_iteration",
                    "rewind_iteration", "interpolation_points", "train_eval_examples", "batchnorm_batches", "iterations",
                    "iterations_trained", "iterations_spent", "early_bird_iteration")
 TEXT_COLUMNS = ("variant", "branch", "branch_hash", "run", "pair", "batchnorm", "mode", "dataset", "optimizer",
@@ -133,7 +137,8 @@ def write_table(path: str, columns: Sequence[str], rows: Sequence[Mapping]):
 def write_results(paths: ExperimentPaths) -> List[dict]:
     """Rewrites results.csv from every finished run's result.json; returns its rows."""
     rows = result_rows(paths)
-    write_table(paths.results, RESULT_COLUMNS, rows)
+    extra = [c for c in TASK_COLUMNS if any(c in row for row in rows)]
+    write_table(paths.results, RESULT_COLUMNS + tuple(extra), rows)
     return rows
 
 

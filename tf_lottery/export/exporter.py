@@ -57,8 +57,7 @@ def _check_saved_model(path: str, images: np.ndarray, reference: np.ndarray, wha
 def _splits(run: TrainedRun):
     config = run.experiment.config.data
     try:
-        return data.load(config.dataset, config.data_dir, config.validation_size, config.download,
-                         config.class_list())
+        return data.for_config(config)
     except data.DataError as error:
         raise ExportError(f"TFLite quantisation needs the dataset: {str(error).splitlines()[0]}") from None
 

@@ -48,7 +48,7 @@ class Plan:
 
 
 def model_options(config) -> dict:
-    return {"hidden_units": config.model.hidden_units} if config.model.hidden_units else {}
+    return config.model.options()
 
 
 def build_model(config, info: data.DatasetInfo, num_classes: int = None, seed: int = None):
@@ -59,7 +59,7 @@ def build_model(config, info: data.DatasetInfo, num_classes: int = None, seed: i
 
 def make_plan(config) -> Plan:
     """Validates model, dataset and ignored weights; raises with a one-line message."""
-    spec_info = data.describe(config.data.dataset, config.data.data_dir, config.data.class_list())
+    spec_info = data.for_config(config.data, read=False)
     models.spec(config.model.model)
     model = build_model(config, spec_info)
     rates = strategies.weight_rates(model, config.pruning)

@@ -27,6 +27,7 @@ from typing import Callable, Hashable, Optional
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_lottery import tasks
 from tf_lottery.data import pipeline
 from tf_lottery.training import schedules
 
@@ -37,7 +38,8 @@ _warned = set()
 AUTO_MIN_ITERATIONS = 2000
 
 
-def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model: keras.Model) -> bool:
+def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model: keras.Model,
+            task: tasks.Task = tasks.get(tasks.CLASSIFICATION)) -> bool:
     """Whether --jit_compile=`mode` compiles the training step of `model`'s `iterations`-long runs.
 
     auto is on where it was measured faster and exact (benchmarks/throughput.py, a
@@ -50,6 +52,8 @@ def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model:
         return mode == "on"
     if iterations < AUTO_MIN_ITERATIONS or any(len(w.shape) == 4 for w in model.trainable_weights):
         return False
+    if task.name != tasks.CLASSIFICATION:
+        return False  # not measured for language models yet
     if strategy.num_replicas_in_sync != 1 or isinstance(strategy, tf.distribute.TPUStrategy):
         return False
     return not tf.config.list_logical_devices("GPU")
@@ -85,7 +89,8 @@ class Trainer:
     """Runs chunks of training steps and full evaluations under a tf.distribute strategy."""
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, training_config, global_batch_size: int,
-                 mixed_precision: str = "float32", jit_compile: bool = False, wrap: Optional[ModelWrap] = None):
+                 mixed_precision: str = "float32", jit_compile: bool = False, wrap: Optional[ModelWrap] = None,
+                 task: tasks.Task = tasks.get(tasks.CLASSIFICATION)):
         """Create it under `strategy.scope()`.
 
         Args:
@@ -96,10 +101,13 @@ class Trainer:
           mixed_precision: the model's Keras dtype policy; mixed_float16 adds dynamic loss scaling.
           jit_compile: compile each step with XLA (see use_xla); falls back when the model cannot be.
           wrap: train and evaluate through wrap.build(model) (never with XLA); None: the model itself.
+          task: what the labels are (tf_lottery.tasks): a language model's labels are a window's next
+            characters, its loss and accuracy are per character.
         """
         self.strategy = strategy
         self.model = model
         self.wrap = wrap
+        self.task = task
         with strategy.scope():
             self.forward_model = wrap.build(model) if wrap is not None else model
         self.global_batch_size = global_batch_size
@@ -121,9 +129,6 @@ class Trainer:
             self.train_loss = keras.metrics.Mean("train_loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy("train_accuracy")
         self.loss_scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
-        self._loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE
-        )
         self.jit_compile = bool(jit_compile) and wrap is None and self._compiles()
         self._step_fn = tf.function(self._step, jit_compile=True) if self.jit_compile else self._step
         self._train_steps = tf.function(self._train_steps_fn)
@@ -134,7 +139,7 @@ class Trainer:
         """Whether XLA compiles this model's training step (checked on a batch of zeros; nothing runs)."""
         shape = [max(1, self.global_batch_size // self.strategy.num_replicas_in_sync), *self.model.input_shape[1:]]
         images = tf.zeros(shape, self.model.inputs[0].dtype)
-        labels = tf.zeros(shape[:1], tf.int64)
+        labels = tf.zeros(shape[:1] + list(self.model.output_shape[1:-1]), tf.int64)
         try:
             with self.strategy.scope():
                 tf.function(self._step, jit_compile=True).experimental_get_compiler_ir(images, labels)(stage="hlo")
@@ -175,7 +180,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             # Under a mixed policy the logits are float16/bfloat16: the loss is taken in float32.
             logits = tf.cast(self.forward_model(images, training=True), tf.float32)
-            per_example = self._loss(labels, logits)
+            per_example = tasks.per_example_loss(labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if self.weight_decay > 0:
                 # Coupled L2, as torch.optim's weight_decay: gradient += wd * w.
@@ -211,7 +216,8 @@ class Trainer:
 
     def _eval_step(self, images, labels):
         logits = tf.cast(self.forward_model(images, training=False), tf.float32)
-        loss_sum = tf.reduce_sum(self._loss(labels, logits))
+        # Sums over every position of every example: a language model's loss and accuracy are per character.
+        loss_sum = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return tf.stack([loss_sum, correct, tf.cast(tf.size(labels), tf.float32)])
 
@@ -232,10 +238,12 @@ class Trainer:
         return totals
 
     def evaluate(self, split):
-        """{'loss', 'accuracy'} of the model over a distributed dataset or a pipeline.ResidentSplit."""
+        """{'loss', 'accuracy'} (and what the task derives from them) of the model over a distributed
+        dataset or a pipeline.ResidentSplit."""
         if isinstance(split, pipeline.ResidentSplit):
             totals = self._evaluate_resident(split.images, split.labels, tf.constant(split.batch_size, tf.int64))
         else:
             totals = self._evaluate(split)
         loss_sum, correct, count = totals.numpy()
-        return {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
+        values = {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
+        return {**values, **self.task.derived(values)}

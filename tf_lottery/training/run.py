@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from tf_lottery import distribute, models
+from tf_lottery import distribute, models, tasks
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.data import augment as augment_lib
 from tf_lottery.data import pipeline
@@ -204,10 +204,13 @@ def _finish(run: ActiveRun, seconds: float, hooks: Sequence[Hook]) -> Optional[D
     if bench.is_chief:
         write_json(paths.result, result)
         shutil.rmtree(paths.checkpoints, ignore_errors=True)
+        metric = tasks.of(bench.splits(spec.config).info).metric
+        named = metric.replace("_", " ")
         progress.announce(
             spec.config.run.progress,
-            f"{spec.description}: density {result['density']:.2%} final test accuracy {result['final_test_accuracy']:.4f} "
-            f"early stop {result['early_stop_test_accuracy']:.4f} at iteration {result['early_stop_iteration']}",
+            f"{spec.description}: density {result['density']:.2%} final test {named} "
+            f"{result.get(f'final_test_{metric}', float('nan')):.4f} early stop "
+            f"{result.get(f'early_stop_test_{metric}', float('nan')):.4f} at iteration {result['early_stop_iteration']}",
             bench.stream,
         )
     else:
@@ -229,7 +232,7 @@ def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Se
     spec, trainer = run.spec, run.trainer
     training = spec.config.training
     total = spec.end_iteration
-    iterator = iter(run.bench.strategy.distribute_datasets_from_function(_training_input(spec, run.bench, iteration)))
+    iterator = _training_iterator(spec, run.bench, iteration)
     while iteration < total:
         target = _next_stop(iteration, total, spec.config, hooks)
         trainer.train(iterator, target - iteration)
@@ -252,7 +255,7 @@ def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Se
             checkpoint.save(iteration)
             for hook in hooks:
                 hook.on_checkpoint(run, iteration)
-        bar.update(iteration, train_metrics["loss"], train_metrics["accuracy"], evaluated)
+        bar.update(iteration, train_metrics, evaluated)
 
 
 def training_augmentation(config: ExperimentConfig):
@@ -260,6 +263,16 @@ def training_augmentation(config: ExperimentConfig):
     mode = config.data.augment
     augment = mode == "on" or (mode == "auto" and models.spec(config.model.model).augment)
     return augment_lib.pad_crop_flip if augment else None
+
+
+def _training_iterator(spec: RunSpec, bench: Workbench, start_iteration: int):
+    """What Trainer.train reads from iteration `start_iteration` on: the distributed batch stream, or for
+    reinforcement learning the run's seeded episodes."""
+    if not tasks.of(bench.splits(spec.config).info).supervised:
+        from tf_lottery.tasks import reinforcement  # pylint: disable=import-outside-toplevel
+
+        return reinforcement.training_stream(spec.config, spec.data_seed, start_iteration)
+    return iter(bench.strategy.distribute_datasets_from_function(_training_input(spec, bench, start_iteration)))
 
 
 def _training_input(spec: RunSpec, bench: Workbench, start_iteration: int):

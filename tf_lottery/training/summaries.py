@@ -57,28 +57,43 @@ def summarize(rows: List[dict]) -> Dict[str, float]:
     The early-stopping iteration is the evaluated iteration of minimum validation
     loss (the first, on ties); the test set is only read at the iteration chosen.
     Test is always evaluated there (hooks.ActiveRun.evaluate) whatever --test_every says.
+    A task's own metrics (a language model's bits_per_character, a policy's return) get
+    final_test_<metric> and early_stop_test_<metric> beside accuracy's.
     """
     series = {}
     for r in rows:
         series.setdefault((r["split"], r["metric"]), {})[r["iteration"]] = r["value"]
     val_loss = series.get(("validation", "loss"), {})
     test_acc = series.get(("test", "accuracy"), {})
+    test_loss = series.get(("test", "loss"), {})
     val_acc = series.get(("validation", "accuracy"), {})
-    if not test_acc:
+    if not (test_acc or test_loss):
         return {}
-    final = max(test_acc)
+    final = max(test_acc or test_loss)
     result = {
         "final_iteration": final,
-        "final_test_accuracy": test_acc[final],
-        "final_test_loss": series.get(("test", "loss"), {}).get(final, math.nan),
+        "final_test_accuracy": test_acc.get(final, math.nan),
+        "final_test_loss": test_loss.get(final, math.nan),
         "final_validation_accuracy": val_acc.get(final, math.nan),
         "best_val_accuracy": max(val_acc.values()) if val_acc else math.nan,
     }
+    own = sorted(m for s, m in series if s == "test" and m not in ("loss", "accuracy"))
+    for metric in own:
+        result[f"final_test_{metric}"] = series[("test", metric)].get(final, math.nan)
+        result[f"final_validation_{metric}"] = series.get(("validation", metric), {}).get(final, math.nan)
+    validation_return = series.get(("validation", "return"), {})
+    if validation_return:
+        result["best_validation_return"] = max(validation_return.values())
     finite = {i: v for i, v in val_loss.items() if math.isfinite(v)}
-    if finite:
-        stop = min(sorted(finite), key=lambda i: finite[i])
+    stop = min(sorted(finite), key=lambda i: finite[i]) if finite else None
+    if stop is not None:
         result.update(early_stop_iteration=stop, early_stop_test_accuracy=test_acc.get(stop, math.nan),
                       early_stop_validation_loss=finite[stop])
     else:
         result.update(early_stop_iteration=-1, early_stop_test_accuracy=math.nan, early_stop_validation_loss=math.nan)
+    if own:  # tasks other than classification: their loss at early stop is a headline number too
+        result["early_stop_test_loss"] = test_loss.get(stop, math.nan) if stop is not None else math.nan
+        for metric in own:
+            result[f"early_stop_test_{metric}"] = (series[("test", metric)].get(stop, math.nan)
+                                                   if stop is not None else math.nan)
     return result

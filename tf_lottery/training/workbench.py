@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import data, distribute
+from tf_lottery import data, distribute, tasks
 from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
 from tf_lottery.lottery.plan import build_model
@@ -53,8 +53,7 @@ class Workbench:
         distribute.barrier(self.strategy)
 
     def splits(self, config: ExperimentConfig) -> data.Splits:
-        d = config.data
-        return data.load(d.dataset, d.data_dir, d.validation_size, d.download, d.class_list())  # cached per process
+        return data.for_config(config.data)  # cached per process
 
     def trainer(self, config: ExperimentConfig, wrap: Optional[ModelWrap] = None) -> Trainer:
         """The masked model and its compiled trainer for `config`, trained through `wrap` when given
@@ -63,25 +62,36 @@ class Workbench:
         if config.data.batch_size % replicas:
             raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
         info = self.splits(config).info
+        task = tasks.of(info)
         key = (config.model, info.input_shape, info.num_classes, config.training, config.data.batch_size,
-               config.run.mixed_precision, config.run.jit_compile, None if wrap is None else wrap.key)
+               config.run.mixed_precision, config.run.jit_compile, None if wrap is None else wrap.key, info.task)
         if key not in self._trainers:
             with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
                 model = build_model(config, info)
-                self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
-                                              mixed_precision=config.run.mixed_precision,
-                                              jit_compile=use_xla(config.run.jit_compile, self.strategy,
-                                                                  config.training.iterations, model),
-                                              wrap=wrap)
+                if not task.supervised:
+                    from tf_lottery.tasks import reinforcement  # pylint: disable=import-outside-toplevel
+
+                    self._trainers[key] = reinforcement.PolicyTrainer(self.strategy, model, config, info, wrap=wrap)
+                else:
+                    self._trainers[key] = Trainer(self.strategy, model, config.training, config.data.batch_size,
+                                                  mixed_precision=config.run.mixed_precision,
+                                                  jit_compile=use_xla(config.run.jit_compile, self.strategy,
+                                                                      config.training.iterations, model, task),
+                                                  wrap=wrap, task=task)
         return self._trainers[key]
 
     def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, object]:
         """{'validation', 'test'} (validation only when held out), for Trainer.evaluate: tensors kept
         on the device for one replica (pipeline.ResidentSplit), distributed datasets for several."""
         d = config.data
-        key = (d.dataset, d.data_dir, d.validation_size, d.classes, d.eval_batch_size)
+        key = (d.dataset, d.data_dir, d.validation_size, d.classes, d.eval_batch_size, d.sequence_length)
         if key not in self._eval_sets:
             splits = self.splits(config)
+            if not tasks.of(splits.info).supervised:
+                from tf_lottery.tasks import reinforcement  # pylint: disable=import-outside-toplevel
+
+                self._eval_sets[key] = reinforcement.evaluation_sets(config, splits.info)
+                return self._eval_sets[key]
             device = _single_device(self.strategy)
 
             def evaluation_set(images, labels):
