@@ -84,6 +84,10 @@ def summarize(rows: List[dict]) -> Dict[str, float]:
     validation_return = series.get(("validation", "return"), {})
     if validation_return:
         result["best_validation_return"] = max(validation_return.values())
+        # The first evaluated iteration whose validation return reached the environment's threshold
+        # (validation/solved = 1; CartPole-v1: 475); -1 when none did.
+        solved = series.get(("validation", "solved"), {})
+        result["solved_iteration"] = min((i for i, v in solved.items() if v >= 1.0), default=-1)
     finite = {i: v for i, v in val_loss.items() if math.isfinite(v)}
     stop = min(sorted(finite), key=lambda i: finite[i]) if finite else None
     if stop is not None:
