@@ -17,8 +17,8 @@ from tf_lottery.data.datasets import DatasetInfo
 
 def preprocess_fn(info: DatasetInfo) -> Callable:
     """uint8 images -> float32, normalised per channel with the training split's statistics
-    (a language model's character ids pass as they are)."""
-    if info.task == "language_model":
+    (a language model's character ids and a policy's observations pass as they are)."""
+    if info.task != "classification":
         return tf.identity
     mean = tf.constant(info.mean, tf.float32)
     std = tf.constant(info.std, tf.float32)

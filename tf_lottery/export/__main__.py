@@ -116,6 +116,8 @@ def main(argv=None, prog: str = PROG) -> int:
         )
     for name, entry in summary["formats"].items():
         print(_describe(name, entry))
+    for name, why in summary.get("skipped", {}).items():
+        print(f"{name:<19} {why}")
     print(f"exported level {summary['level']} (density {summary['density']:.2%}) of {summary['variant']} "
           f"replicate {summary['replicate']}: {summary['output']}/{export.SUMMARY_FILE}")
     return 0

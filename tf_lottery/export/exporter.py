@@ -35,19 +35,26 @@ def parse_formats(formats) -> tuple:
 
 
 def check_images(run: TrainedRun, count: int) -> np.ndarray:
-    """Random uint8 images: unlike digits, they reach every input weight (MNIST's borders are all 0)."""
-    shape = run.experiment.dataset.input_shape
-    return np.random.default_rng(0).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+    """Random inputs of the serving signature: uint8 images (unlike digits, they reach every input
+    weight: MNIST's borders are all 0), character ids of the whole vocabulary, or normal observations."""
+    info = run.experiment.dataset
+    shape, rng = info.input_shape, np.random.default_rng(0)
+    if info.task == "language_model":
+        return rng.integers(0, info.num_classes, size=(count, *shape), dtype=np.int32)
+    if info.task == "reinforcement":
+        return rng.standard_normal(size=(count, *shape)).astype(np.float32)
+    return rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
 def _max_difference(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def _check_saved_model(path: str, images: np.ndarray, reference: np.ndarray, what: str) -> float:
+def _check_saved_model(path: str, images: np.ndarray, reference: np.ndarray, what: str,
+                       input_name: str = dense_export.INPUT_NAME) -> float:
     """Loads a SavedModel back and compares its serving signature's logits with `reference`."""
     serve = tf.saved_model.load(path).signatures[dense_export.SIGNATURE]
-    outputs = serve(**{dense_export.INPUT_NAME: tf.constant(images)})
+    outputs = serve(**{input_name: tf.constant(images)})
     difference = _max_difference(outputs["logits"], reference)
     if not difference <= SAVED_MODEL_TOLERANCE:
         raise ExportCheckError(f"{what} outputs differ by {difference:.3g} > {SAVED_MODEL_TOLERANCE} ({path})")
@@ -96,6 +103,15 @@ def export(experiment_dir: str, level, variant: str, replicate: int, formats: It
     if check_examples <= 0 or representative_examples <= 0:
         raise ExportError("--check_examples and --representative_examples must be > 0")
     experiment = Experiment.open(experiment_dir)
+    skipped = {}
+    if experiment.dataset.task == "language_model" and "tflite" in formats:
+        # TF 2.21's converter needs a static batch for an LSTM's tensor lists, and with one the
+        # lstm_lm's TFLite logits were measured 8.9 away from the model's: refused for language models.
+        if formats != FORMATS:
+            raise ExportError("--format=tflite: language models are exported as SavedModels and tickets only "
+                              "(TFLite's conversion of their recurrent and attention layers does not match them)")
+        formats = tuple(f for f in formats if f != "tflite")
+        skipped["tflite"] = "not written for a language model: TFLite's conversion does not match it"
     level = experiment.resolve_level(level, replicate, variant, tolerance)
     if "ticket" in formats:
         experiment.initial_weights(replicate, level, variant)  # fails now, before anything is written
@@ -106,8 +122,10 @@ def export(experiment_dir: str, level, variant: str, replicate: int, formats: It
         run = load_run(experiment, replicate, level, variant)
         metadata = run.metadata()
         summary = {"experiment_dir": experiment.paths.root, "replicate": replicate, "level": level,
-                   "variant": variant, "density": run.density, "output": output, "formats": {}}
+                   "variant": variant, "density": run.density, "output": output, "formats": {},
+                   **({"skipped": skipped} if skipped else {})}
         images = check_images(run, check_examples)
+        input_name = dense_export.task_input(experiment.dataset)[0]
         training_logits = run.model(pipeline.preprocess_fn(experiment.dataset)(images), training=False).numpy()
         serving = dense_export.serving_model(run)
         dense_logits = serving(images, training=False).numpy()
@@ -118,7 +136,8 @@ def export(experiment_dir: str, level, variant: str, replicate: int, formats: It
                 "path": paths["saved_model"], "bytes": dense_export.directory_bytes(paths["saved_model"]),
                 "variables_bytes": dense_export.directory_bytes(paths["saved_model"], "variables"),
                 # Against the training model: the export computes what training computed.
-                "max_abs_diff": _check_saved_model(paths["saved_model"], images, training_logits, "dense SavedModel"),
+                "max_abs_diff": _check_saved_model(paths["saved_model"], images, training_logits, "dense SavedModel",
+                                                   input_name),
             }
         if "sparse_saved_model" in formats:
             encodings = sparse_export.export_sparse_saved_model(run, paths["sparse_saved_model"], metadata)
@@ -126,7 +145,8 @@ def export(experiment_dir: str, level, variant: str, replicate: int, formats: It
                 "path": paths["sparse_saved_model"], "bytes": dense_export.directory_bytes(paths["sparse_saved_model"]),
                 "variables_bytes": dense_export.directory_bytes(paths["sparse_saved_model"], "variables"),
                 "encodings": encodings,
-                "max_abs_diff": _check_saved_model(paths["sparse_saved_model"], images, dense_logits, "sparse SavedModel"),
+                "max_abs_diff": _check_saved_model(paths["sparse_saved_model"], images, dense_logits, "sparse SavedModel",
+                                                   input_name),
             }
         if "tflite" in formats:
             report = export_tflite(run, serving, paths["tflite"], images, quantize, representative_examples)

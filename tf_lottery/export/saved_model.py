@@ -3,8 +3,12 @@
 The exported network has its masks folded into the weights and no MaskConstraint
 or tf_lottery layer left, so it loads with `tf.saved_model.load` and
 `tf_keras.models.load_model` in a process that has never imported tf_lottery.
-Its `serving_default` signature takes images as the dataset stores them (uint8)
-and returns logits and probabilities; the metadata travels as an asset.
+Its `serving_default` signature takes the task's natural input (tf_lottery.tasks):
+images as the dataset stores them (uint8, argument `images`), a language model's
+character ids (int32 [batch, n], `tokens`; dataset.json's vocabulary names them) or
+a policy's observations (float32, `observations`), and returns logits and
+probabilities (per position for a language model, per action for a policy); the
+metadata travels as an asset.
 """
 
 import json
@@ -24,6 +28,9 @@ from tf_lottery.pruning import constraint, prunable
 METADATA_FILE = "tf_lottery_metadata.json"
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
+# Each task's serving input: (argument name, dtype).
+TASK_INPUTS = {"classification": (INPUT_NAME, tf.uint8), "language_model": ("tokens", tf.int32),
+               "reinforcement": ("observations", tf.float32)}
 # Layers of tf_lottery replaced by the tf_keras layer that computes the same at inference.
 _PLAIN_EQUIVALENTS = {SeededDropout: lambda layer: keras.layers.Dropout(layer.rate, name=layer.name)}
 
@@ -74,16 +81,25 @@ def preprocessing_layer(run: TrainedRun) -> keras.layers.Layer:
                                   name="preprocess")
 
 
+def task_input(info) -> tuple:
+    """(argument name, dtype) of the serving input of a dataset's task."""
+    return TASK_INPUTS[getattr(info, "task", "") or "classification"]
+
+
 def serving_model(run: TrainedRun) -> keras.Model:
-    """uint8 images as the dataset stores them -> logits, with the preprocessing inside."""
-    images = keras.Input(shape=run.experiment.dataset.input_shape, dtype="uint8", name=INPUT_NAME)
+    """uint8 images as the dataset stores them -> logits, with the preprocessing inside; a language
+    model's character ids or a policy's observations -> logits, as the network takes them."""
+    info = run.experiment.dataset
+    name, dtype = task_input(info)
+    inputs = keras.Input(shape=info.input_shape, dtype=dtype.name, name=name)
     network = plain_model(run.model)
-    logits = network(preprocessing_layer(run)(images))
-    return keras.Model(images, logits, name=f"{network.name}_serving")
+    logits = network(preprocessing_layer(run)(inputs) if name == INPUT_NAME else inputs)
+    return keras.Model(inputs, logits, name=f"{network.name}_serving")
 
 
 def input_spec(run: TrainedRun) -> tf.TensorSpec:
-    return tf.TensorSpec([None, *run.experiment.dataset.input_shape], tf.uint8, name=INPUT_NAME)
+    name, dtype = task_input(run.experiment.dataset)
+    return tf.TensorSpec([None, *run.experiment.dataset.input_shape], dtype, name=name)
 
 
 def make_serve_function(logits_fn, spec: tf.TensorSpec):

@@ -67,4 +67,4 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, seed: int = N
 
 
 # pylint: disable=wrong-import-position,unused-import
-from tf_lottery.models import conv, mlp, resnet, vgg  # noqa: E402,F401
+from tf_lottery.models import conv, language, mlp, resnet, vgg  # noqa: E402,F401
