@@ -88,7 +88,7 @@ def test_nodownload_fails_the_same_way_without_probing(tmp_path, forbid_network)
 def test_a_prepared_dataset_passes_without_probing(forbid_network):
     line = data.availability("mnist", SHARED_TFDS, True)
     assert line == (f"data: mnist 3.0.1 prepared under {SHARED_TFDS}/mnist/3.0.1 "
-                    "(train 60,000, test 10,000)")
+                    "(train 60,000 examples, test 10,000 examples)")
     assert data.load("mnist", SHARED_TFDS, 5000, True).info.train_size == 55000
 
 

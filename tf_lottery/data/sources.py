@@ -221,7 +221,8 @@ def check(builder, download: bool, given_data_dir: Optional[str] = None) -> Avai
     version = f"{name} {builder.version}"
     if is_prepared(builder):
         splits = builder.info.splits
-        sizes = ", ".join(f"{s} {splits[s].num_examples:,}" for s in ("train", "test"))
+        sizes = ", ".join(f"{s} {splits[s].num_examples:,} {'example' if splits[s].num_examples == 1 else 'examples'}"
+                          for s in ("train", "validation", "test") if s in splits)
         return Availability(name, "prepared", root, f"{version} prepared under {os.fspath(builder.data_dir)} ({sizes})")
     if is_mocked():
         return Availability(name, "mock", root, f"{version} from tfds.testing.mock_data")

@@ -122,10 +122,12 @@ def _structure_lines(plan: Plan, config) -> List[str]:
 def format_plan(plan: Plan, config) -> str:
     scope, levels = config.pruning.pruning_scope, config.pruning.levels
     width = max([24] + [len(path) + 2 for path, *_ in plan.weights])  # resnet paths pass 24 characters
+    outputs = {"language_model": "characters in the vocabulary", "reinforcement": "actions"}.get(
+        plan.dataset.task, "classes")
     lines = [
         f"model {plan.model_name} on {plan.dataset.name}"
         f"{f' classes {config.data.classes}' if config.data.classes else ''} (input {plan.dataset.input_shape}, "
-        f"{plan.dataset.num_classes} classes): {plan.total_parameters:,} parameters, "
+        f"{plan.dataset.num_classes} {outputs}): {plan.total_parameters:,} parameters, "
         f"{sum(plan.sizes.values()):,} prunable",
         f"{'weight':<{width}}{'kind':<10}{'shape':<22}{'size':>12}{'rate':>8}",
     ]
