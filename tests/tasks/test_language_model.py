@@ -182,3 +182,14 @@ def test_an_exported_language_model_serves_character_ids_and_agrees_with_the_tra
     with pytest.raises(ExportError, match="language models"):
         export.export(experiment_dir, level=1, formats="tflite")
     assert models.spec("transformer_lm") is not None
+
+
+def test_a_model_that_does_not_fit_the_task_is_one_line(tmp_path):
+    from tf_lottery.errors import UsageError  # pylint: disable=import-outside-toplevel
+    from tf_lottery.lottery import plan as plan_lib  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(UsageError, match="needs next-character logits at every position"):
+        plan_lib.make_plan(small_config(tmp_path, **{**SHAKESPEARE, "model": "lenet300_100"}))
+    with pytest.raises(UsageError, match="lstm_lm cannot be built for mnist"):
+        plan_lib.make_plan(small_config(tmp_path, model="lstm_lm", hidden_units=()))
+    assert plan_lib.make_plan(small_config(tmp_path, **SHAKESPEARE, **LSTM)).dataset.task == "language_model"

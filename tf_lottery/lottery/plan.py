@@ -57,11 +57,27 @@ def build_model(config, info: data.DatasetInfo, num_classes: int = None, seed: i
                         **model_options(config))
 
 
+def _check_task(model, config, info):
+    """A language model gives logits at every position; a classifier or a policy one row per example."""
+    per_position = len(model.output_shape) == 3
+    if (info.task == "language_model") != per_position:
+        wanted = ("next-character logits at every position, e.g. lstm_lm or transformer_lm"
+                  if info.task == "language_model" else "one row of logits per example")
+        raise UsageError(f"--model: {config.model.model} does not fit {info.name} ({info.task.replace('_', ' ')}): "
+                          f"it needs {wanted}")
+
+
 def make_plan(config) -> Plan:
     """Validates model, dataset and ignored weights; raises with a one-line message."""
     spec_info = data.for_config(config.data, read=False)
     models.spec(config.model.model)
-    model = build_model(config, spec_info)
+    try:
+        model = build_model(config, spec_info)
+    except ValueError as error:  # e.g. an LSTM given images
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UsageError(f"--model: {config.model.model} cannot be built for {spec_info.name} "
+                         f"(input {spec_info.input_shape}, {spec_info.task.replace('_', ' ')}): {first}") from None
+    _check_task(model, config, spec_info)
     rates = strategies.weight_rates(model, config.pruning)
     kinds = strategies.weight_kinds(model)
     weights = tuple(
