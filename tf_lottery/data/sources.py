@@ -317,5 +317,8 @@ def availability(name: str, data_dir: Optional[str] = None, download: bool = Tru
     prepared and may be downloaded.
     """
     from tf_lottery.data.datasets import _builder  # pylint: disable=import-outside-toplevel
+    from tf_lottery.tasks import reinforcement  # pylint: disable=import-outside-toplevel
 
+    if reinforcement.is_environment(name):
+        return reinforcement.availability(name)
     return check(_builder(name, data_dir), download, data_dir).line()

@@ -83,7 +83,8 @@ def summarize(rows: List[dict]) -> Dict[str, float]:
         result[f"final_validation_{metric}"] = series.get(("validation", metric), {}).get(final, math.nan)
     validation_return = series.get(("validation", "return"), {})
     if validation_return:
-        result["best_validation_return"] = max(validation_return.values())
+        finite_returns = [v for v in validation_return.values() if math.isfinite(v)]
+        result["best_validation_return"] = max(finite_returns, default=math.nan)
         # The first evaluated iteration whose validation return reached the environment's threshold
         # (validation/solved = 1; CartPole-v1: 475); -1 when none did.
         solved = series.get(("validation", "solved"), {})
