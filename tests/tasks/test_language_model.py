@@ -193,3 +193,18 @@ def test_a_model_that_does_not_fit_the_task_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="lstm_lm cannot be built for mnist"):
         plan_lib.make_plan(small_config(tmp_path, model="lstm_lm", hidden_units=()))
     assert plan_lib.make_plan(small_config(tmp_path, **SHAKESPEARE, **LSTM)).dataset.task == "language_model"
+
+
+def test_the_best_level_of_a_language_model_is_walked_in_bits_per_character_lower_is_better():
+    from tf_lottery.experiment import selection  # pylint: disable=import-outside-toplevel
+
+    def row(level, bpc, accuracy):
+        return {"replicate": 0, "level": level, "variant": "imp", "density": 0.8 ** level,
+                "early_stop_test_bits_per_character": bpc, "early_stop_test_accuracy": accuracy}
+
+    # Accuracy would call level 3 matching; bits per character rise past 0.02 at level 2.
+    rows = [row(0, 2.50, 0.50), row(1, 2.45, 0.50), row(2, 2.53, 0.50), row(3, 2.40, 0.50)]
+    task = tasks.get(tasks.LANGUAGE_MODEL)
+    assert selection.best_level(rows, None, task=task) == 1
+    assert selection.best_level(rows, 0.05, task=task) == 3
+    assert selection.best_level(rows) == 3, "classification's rule reads accuracy"

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from tf_lottery import config as config_lib
+from tf_lottery import tasks
 from tf_lottery.data.datasets import DatasetInfo
 from tf_lottery.errors import UsageError
 from tf_lottery.experiment import files, results, selection
@@ -79,6 +80,8 @@ class Experiment:
         except (config_lib.ConfigError, TypeError) as error:
             raise NotAnExperiment(f"--experiment_dir: cannot use {paths.config} ({str(error).splitlines()[0]})") from None
         info = files.read_json(paths.dataset, recover=recover) if os.path.exists(paths.dataset) else {"name": config.data.dataset}
+        if "task" not in info and config.data.dataset.startswith("gym:"):  # tasks.reinforcement.PREFIX
+            info["task"] = tasks.REINFORCEMENT
         dataset = DatasetInfo(**{**{"input_shape": (), "num_classes": 0}, **info,
                                  "input_shape": tuple(info.get("input_shape", ())),
                                  "mean": tuple(info.get("mean", ())), "std": tuple(info.get("std", ()))})
@@ -240,11 +243,12 @@ class Experiment:
     # Selection ----------------------------------------------------------------
 
     def best_level(self, variant: str = "imp", replicate: Optional[int] = None,
-                   tolerance: float = selection.DEFAULT_TOLERANCE) -> int:
-        """The sparsest level still matching level 0 (experiment.selection.best_level)."""
-        return selection.best_level(self.rows(), tolerance, variant, replicate)
+                   tolerance: Optional[float] = None) -> int:
+        """The sparsest level still matching level 0 in the task's metric (experiment.selection.best_level;
+        tolerance None: the task's default)."""
+        return selection.best_level(self.rows(), tolerance, variant, replicate, tasks.of(self.dataset))
 
-    def resolve_level(self, level, replicate: int, variant: str, tolerance: float = selection.DEFAULT_TOLERANCE) -> int:
+    def resolve_level(self, level, replicate: int, variant: str, tolerance: Optional[float] = None) -> int:
         """A level number, 'final' (the last finished level) or 'best', checked to have finished."""
         rows = self.rows()
         replicates = sorted({int(r["replicate"]) for r in rows})

@@ -38,7 +38,7 @@ def default_output(experiment_dir: str, replicate: int, level: int, variant: str
 
 
 def export(experiment_dir: str, level="best", variant: str = "imp", replicate: int = 0, formats=FORMATS,
-           output: str = None, quantize: str = "none", tolerance: float = DEFAULT_TOLERANCE,
+           output: str = None, quantize: str = "none", tolerance: float = None,
            check_examples: int = 256, representative_examples: int = 256):
     """Exports one finished run in the given formats; returns the summary written to export.json.
 
@@ -51,7 +51,7 @@ def export(experiment_dir: str, level="best", variant: str = "imp", replicate: i
         neurons/channels ticket, or the N:M-sparse TFLite model of an n_of_m ticket).
       output: folder to write into (default: <experiment_dir>/export/replicate_R/level_LL/VARIANT).
       quantize: TFLite quantisation: none, dynamic or int8 (int8 reads the dataset).
-      tolerance: accuracy tolerance of level='best'.
+      tolerance: tolerance of level='best' in the task's metric (None: the task's default, 0.005 accuracy).
       check_examples: random uint8 images every export's outputs are checked on.
       representative_examples: training images that calibrate int8 quantisation.
 

@@ -38,9 +38,11 @@ SECTIONS = (("what to export", ("experiment_dir", "level", "tolerance", "variant
 def define_flags(flag_values: flags.FlagValues):
     flags.DEFINE_string("experiment_dir", None, "Experiment folder written by tf_lottery.main.", flag_values=flag_values)
     flags.DEFINE_string("level", "best", "Level number, 'final' (the last finished level) or 'best' (the sparsest "
-                        "level whose early-stop test accuracy is within --tolerance of level 0's).", flag_values=flag_values)
-    flags.DEFINE_float("tolerance", DEFAULT_TOLERANCE, "Accuracy a level may lose against level 0 and still be "
-                       "'best' (absolute, 0.005 = half a percentage point).", flag_values=flag_values)
+                        "level whose early-stop test accuracy, or the task's metric, is within --tolerance of level 0's).",
+                        flag_values=flag_values)
+    flags.DEFINE_float("tolerance", None, "What a level may lose against level 0 and still be 'best', in the task's "
+                       f"metric (default: {DEFAULT_TOLERANCE} accuracy = half a percentage point; 0.02 bits per "
+                       "character; 25 in return).", flag_values=flag_values)
     flags.DEFINE_enum("variant", "imp", ("imp", "reinit", "random_prune"), "Variant to export.", flag_values=flag_values)
     flags.DEFINE_integer("replicate", 0, "Replicate to export.", flag_values=flag_values)
     flags.DEFINE_list("format", list(FORMATS), f"Formats to write: {', '.join(FORMATS)} (the default), or "

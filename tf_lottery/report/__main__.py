@@ -13,9 +13,10 @@ from absl import flags
 
 from tf_lottery import cli, help as help_lib
 from tf_lottery.errors import UsageError
+from tf_lottery.report import measures
 
 PROG = "tf_lottery.report"
-FLAG_NAMES = ("experiment_dir", "output", "tolerance", "traceback")
+FLAG_NAMES = ("experiment_dir", "output", "tolerance", "bpc_tolerance", "return_tolerance", "traceback")
 
 
 def define_flags(flag_values: flags.FlagValues):
@@ -23,8 +24,12 @@ def define_flags(flag_values: flags.FlagValues):
                               "repeat the flag to overlay several in one report.", flag_values=flag_values)
     flags.DEFINE_string("output", None, "Folder for the figures and report.md/.html (default: <first "
                         "experiment_dir>/report).", flag_values=flag_values)
-    flags.DEFINE_float("tolerance", 0.005, "Accuracy (absolute, 0.005 = half a point) a level may lose and still "
-                       "match the dense network.", flag_values=flag_values)
+    flags.DEFINE_float("tolerance", measures.CLASSIFICATION.tolerance, "Classification: accuracy (absolute, 0.005 = "
+                       "half a point) a level may lose and still match the dense network.", flag_values=flag_values)
+    flags.DEFINE_float("bpc_tolerance", measures.LANGUAGE_MODEL.tolerance, "Language models: test bits per character "
+                       "a level may gain over the dense network's and still match it.", flag_values=flag_values)
+    flags.DEFINE_float("return_tolerance", measures.REINFORCEMENT.tolerance, "Reinforcement learning: test return "
+                       "(absolute) a level may lose and still match the dense network.", flag_values=flag_values)
     flags.DEFINE_bool("traceback", False, cli.TRACEBACK_HELP, flag_values=flag_values)
 
 
@@ -64,7 +69,9 @@ def _main(argv, prog: str) -> int:
             raise UsageError("--experiment_dir is required (an experiment folder; repeat it to overlay several)")
         from tf_lottery.report import build_report  # pylint: disable=import-outside-toplevel
 
-        result = build_report(flag_values.experiment_dir, flag_values.output, flag_values.tolerance)
+        given = {m.task.name: flag_values[m.tolerance_flag].value for m in measures.MEASURES.values()
+                 if flag_values[m.tolerance_flag].present}  # a tolerance given for another task is refused
+        result = build_report(flag_values.experiment_dir, flag_values.output, tolerances=given)
     for experiment in result["experiments"]:
         missing = len(experiment.missing_runs())
         state = f"{missing} planned run(s) not finished" if missing else "complete"

@@ -15,10 +15,12 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from tf_lottery import config as config_lib
+from tf_lottery import tasks
 from tf_lottery.config import VARIANTS
 from tf_lottery.errors import Error, UsageError
 from tf_lottery.experiment import reader, results, selection
 from tf_lottery.experiment.paths import ExperimentPaths, interpolation_file, stability_part
+from tf_lottery.report import measures
 
 # Settings that say where or how a run was shown, not what it computed: never
 # the difference worth naming between two overlaid experiments.
@@ -74,6 +76,7 @@ class Experiment:
     stability_hashes: Dict[str, int] = dataclasses.field(default_factory=dict)  # rows per branch_hash in that table
     transfer: List["TransferSetting"] = dataclasses.field(default_factory=list)  # branches/transfer.csv by setting
     branches: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # METHOD_BRANCHES' and COMBINATION_BRANCHES' tables
+    task: tasks.Task = tasks.TASKS[tasks.CLASSIFICATION]  # what it trains and measures (dataset.json's task)
 
     @property
     def name(self) -> str:
@@ -167,7 +170,8 @@ def load_experiment(directory: str) -> Experiment:
     transfer = transfer_settings(experiment.branch_table(TRANSFER), experiment.stored_config)
     return Experiment(directory, experiment.stored_config, experiment.flags, _table_with_costs(experiment), in_progress,
                       stability=stability, stability_hashes=hashes, transfer=transfer,
-                      branches={b: experiment.branch_table(b) for b in METHOD_BRANCHES + COMBINATION_BRANCHES})
+                      branches={b: experiment.branch_table(b) for b in METHOD_BRANCHES + COMBINATION_BRANCHES},
+                      task=tasks.of(experiment.dataset))
 
 
 def _table_with_costs(experiment: reader.Experiment) -> List[Dict]:
@@ -231,25 +235,42 @@ def summarize(experiment: Experiment, metric: str, variant: str, from_dense: boo
     Controls have no level 0 of their own: level 0 is the dense run they share with
     the ticket, so with `from_dense` their series starts from the ticket's level 0.
     """
-    values: Dict[int, List[float]] = {}
-    for row in experiment.rows:
-        if row["variant"] == variant or (from_dense and row["level"] == 0 and row["variant"] == "imp"):
-            values.setdefault(row["level"], []).append(row.get(metric, math.nan))
-    summaries = {level: Summary.of(v) for level, v in sorted(values.items())}
+    summaries = {level: Summary.of(v) for level, v in level_values(experiment, metric, variant, from_dense).items()}
     return {level: s for level, s in summaries.items() if s is not None}
 
 
+def level_values(experiment: Experiment, metric: str, variant: str, from_dense: bool = True) -> Dict[int, List]:
+    """{level: the replicates' values of `metric`} for one variant (NaN where a row lacks it), level 0
+    from the dense ticket run with `from_dense`, as in summarize."""
+    values: Dict[int, List] = {}
+    for row in experiment.rows:
+        if row["variant"] == variant or (from_dense and row["level"] == 0 and row["variant"] == "imp"):
+            values.setdefault(row["level"], []).append(row.get(metric, math.nan))
+    return dict(sorted(values.items()))
+
+
+def level_means(rows, variant: str, column: str = selection.METRIC) -> Dict[int, Tuple[float, float]]:
+    """{level: (mean density, mean `column`)} over the rows of `variant` (selection.level_means):
+    rows without a finite value are left out."""
+    return selection.level_means(rows, variant, metric=column)
+
+
 def matching_density(experiment: Experiment, variant: str = "imp",
-                     tolerance: float = selection.DEFAULT_TOLERANCE) -> Optional[Tuple[int, float]]:
+                     tolerance: Optional[float] = None) -> Optional[Tuple[int, float]]:
     """(level, density) of the sparsest level that still matches the dense network.
 
-    The rule is export's "best" level (tf_lottery.experiment.selection.best_level): mean
-    early-stop test accuracy at most `tolerance` below level 0's, walking from the
-    dense end and stopping at the first level that falls behind. None when level 0
-    has not finished or no level of `variant` matches.
+    The rule is export's "best" level (tf_lottery.experiment.selection.best_level): for classification,
+    mean early-stop test accuracy at most `tolerance` below level 0's, walking from the dense end
+    and stopping at the first level that falls behind. Other tasks walk the same way on their
+    metric in its direction (tasks.Task.worse): a language model's level matches while its
+    mean early-stop test bits per character is at most `tolerance` above level 0's, a policy's
+    while its test return is at least level 0's minus `tolerance`. `tolerance` defaults to the
+    task's (measures). None when level 0 has not finished or no level of `variant` matches.
     """
+    measure = measures.of(experiment)
+    tolerance = measure.tolerance if tolerance is None else tolerance
     try:
-        level = selection.best_level(experiment.rows, tolerance, variant)
+        level = selection.best_level(experiment.rows, tolerance, variant, task=measure.task)
     except selection.NoMatchingLevel:
         return None
     return level, level_densities(experiment)[level]
@@ -295,30 +316,33 @@ class Fall:
     variant: str
     level: Optional[int]
     density: Optional[float]
-    accuracy: Optional[float]  # the control's mean early-stop test accuracy there
+    accuracy: Optional[float]  # the control's mean early-stop test metric there (accuracy for classification)
     dense: float  # level 0's
     ticket: Optional[float]  # the ticket's at that level (None: not finished there)
     below: Tuple[str, ...]  # ("dense network", "ticket"): what it is more than the tolerance below
     sparsest: Optional[Tuple[int, float]]  # (level, density) of the sparsest level walked when it does not fall
 
 
-def falls_below(experiment: Experiment, variant: str,
-                tolerance: float = selection.DEFAULT_TOLERANCE) -> Optional[Fall]:
+def falls_below(experiment: Experiment, variant: str, tolerance: Optional[float] = None) -> Optional[Fall]:
     """Where a control (reinit, random_prune) falls below the winning ticket; None without level 0.
 
-    The rule, on mean early-stop test accuracy over replicates (selection.METRIC, as the ticket's
-    matching rule): walking from the densest pruned level towards the sparsest, the control falls
-    below from the first level at which it is more than `tolerance` below the dense network (level 0)
-    OR more than `tolerance` below the ticket (imp) at the same level, i.e. below
-    max(dense, ticket there) - tolerance. Comparing with the ticket too keeps a control that only
-    keeps up with a weak (under-trained) dense network from being said to match. A level that has
-    not finished ends the walk, as in selection.best_level: what lies beyond is not yet known.
+    The rule, on the mean early-stop test metric over replicates (accuracy, selection.METRIC, for
+    classification; measures.Measure.early_stop), as the ticket's matching rule: walking from the
+    densest pruned level towards the sparsest, the control falls below from the first level at which
+    it is more than `tolerance` worse than the dense network (level 0) OR more than `tolerance` worse
+    than the ticket (imp) at the same level, i.e. for accuracy below max(dense, ticket there) -
+    tolerance, for bits per character above min(dense, ticket there) + tolerance. Comparing with the
+    ticket too keeps a control that only keeps up with a weak (under-trained) dense network from
+    being said to match. A level that has not finished ends the walk, as in selection.best_level:
+    what lies beyond is not yet known. `tolerance` defaults to the task's (measures).
     """
-    dense = selection.level_means(experiment.rows, "imp").get(0)
+    measure = measures.of(experiment)
+    tolerance = measure.tolerance if tolerance is None else tolerance
+    ticket = level_means(experiment.rows, "imp", measure.early_stop)
+    dense = ticket.get(0)
     if dense is None:
         return None
-    ticket = selection.level_means(experiment.rows, "imp")
-    means = selection.level_means(experiment.rows, variant)
+    means = level_means(experiment.rows, variant, measure.early_stop)
     walked = None
     for level in range(1, max(means, default=0) + 1):
         if level not in means:
@@ -326,20 +350,21 @@ def falls_below(experiment: Experiment, variant: str,
         density, accuracy = means[level]
         theirs = ticket[level][1] if level in ticket else None
         below = tuple(name for name, reference in (("dense network", dense[1]), ("ticket", theirs))
-                      if reference is not None and accuracy < reference - tolerance)
+                      if reference is not None and measure.worse(accuracy, reference, tolerance))
         if below:
             return Fall(variant, level, density, accuracy, dense[1], theirs, below, walked)
         walked = level, density
     return Fall(variant, None, None, None, dense[1], None, (), walked)
 
 
-def curves(experiment: Experiment, level: int, variant: str) -> Dict[int, Summary]:
-    """{iteration: Summary of test accuracy over replicates} of finished runs."""
+def curves(experiment: Experiment, level: int, variant: str, split: str = "test",
+           metric: str = "accuracy") -> Dict[int, Summary]:
+    """{iteration: Summary over replicates of one split/metric of metrics.csv} of finished runs."""
     values: Dict[int, List[float]] = {}
     replicates = sorted({r["replicate"] for r in experiment.rows if r["level"] == level and r["variant"] == variant})
     for replicate in replicates:
         path = experiment.paths.run(replicate, level, variant).metrics
-        for iteration, value in results.curve(path).items():
+        for iteration, value in results.curve(path, split, metric).items():
             values.setdefault(iteration, []).append(value)
     summaries = {i: Summary.of(v) for i, v in sorted(values.items())}
     return {i: s for i, s in summaries.items() if s is not None}

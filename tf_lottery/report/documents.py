@@ -12,19 +12,9 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from tf_lottery.report import combinations, data, methods
+from tf_lottery.report import combinations, data, measures, methods
 from tf_lottery.utils import spans
 
-TABLE_METRICS = (
-    # column, title, kind
-    ("final_test_accuracy", "Final test accuracy (%)", "accuracy"),
-    ("early_stop_test_accuracy", "Test accuracy at early stop (%)", "accuracy"),
-    ("early_stop_iteration", "Early-stopping iteration", "iteration"),
-    ("best_val_accuracy", "Best validation accuracy (%)", "accuracy"),
-    ("final_test_loss", "Final test loss", "loss"),
-    ("train_seconds", "Training time per run (s)", "seconds"),
-    ("units_kept", "Units or channels kept (%)", "percent"),  # structured tickets only
-)
 FIGURE_CAPTIONS = {
     "accuracy_vs_density": "Final test accuracy against percent of weights remaining (mean, band: min-max over replicates).",
     "early_stop_iteration_vs_density": "Early-stopping iteration (minimum validation loss) against percent remaining; "
@@ -51,6 +41,9 @@ FIGURE_CAPTIONS.update(combinations.CAPTIONS)
 NOT_DRAWN = {  # why a figure is missing, where it is not that nothing has finished
     "stability_vs_rewind": "fewer than two rewind iterations k of the ticket were measured",
 }
+# Figures of the branches that measure accuracy whatever the task (stability, transfer, combine, franken).
+ACCURACY_FIGURES = ("stability_interpolation", "stability_vs_rewind", "stability_vs_density", "transfer_accuracy",
+                    *combinations.CAPTIONS)
 PAIR_LABELS = {"data": "two data orders", "init": "two initialisations"}
 STABILITY_COLUMNS = (
     # column, title, kind
@@ -71,7 +64,7 @@ def format_summary(summary: Optional[data.Summary], kind: str) -> str:
     if summary is None:
         return "–"
     scale, digits = {"accuracy": (100.0, 2), "iteration": (1.0, 0), "loss": (1.0, 4), "seconds": (1.0, 0),
-                     "percent": (100.0, 2), "distance": (1.0, 3)}[kind]
+                     "percent": (100.0, 2), "distance": (1.0, 3), "bpc": (1.0, 3), "return": (1.0, 1)}[kind]
     text = f"{summary.mean * scale:.{digits}f}"
     if summary.count > 1:
         text += f" ± {summary.std * scale:.{digits}f}"
@@ -84,11 +77,26 @@ CENSORED_NOTE = ("≥: in at least one replicate the early-stopping iteration is
                  "figure draws these points hollow.")
 
 
+def solved_cell(values: List) -> str:
+    """A level's solved_iteration over replicates (-1: never solved): 'mean ± std' of those that solved,
+    '(n of m solved)' after it when not all did, 'never' when none did."""
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "–"
+    solved = [v for v in values if v >= 0]
+    if not solved:
+        return "never"
+    text = format_summary(data.Summary.of(solved), "iteration")
+    return text if len(solved) == len(values) else f"{text} ({len(solved)} of {len(values)} solved)"
+
+
 def results_table(experiment: data.Experiment, metric: str, kind: str):
     """(header, rows): a row per finished level, a column per variant. An early-stopping iteration
-    censored in a replicate (data.is_censored) is marked '≥ '."""
+    censored in a replicate (data.is_censored) is marked '≥ '; kind 'solved' is a solved_cell."""
     densities = data.level_densities(experiment)
     variants = experiment.variants()
+    if kind == "solved":
+        return _solved_table(experiment, metric, densities, variants)
     series = {v: data.summarize(experiment, metric, v, from_dense=False) for v in variants}
     censored = ({v: data.censored_counts(experiment, v, from_dense=False) for v in variants}
                 if metric == "early_stop_iteration" else {})
@@ -102,6 +110,18 @@ def results_table(experiment: data.Experiment, metric: str, kind: str):
             if censored and censored[v].get(level, (0, 0))[0] and level in series[v]:
                 cell = CENSORED_MARK + cell
             cells.append(cell)
+        rows.append([str(level), f"{density * 100:.2f}"] + cells + [counts])
+    return header, rows
+
+
+def _solved_table(experiment: data.Experiment, metric: str, densities: Dict[int, float], variants: List[str]):
+    values = {v: data.level_values(experiment, metric, v, from_dense=False) for v in variants}
+    header = (["level", "remaining (%)"] + [experiment.variant_label(v, with_experiment=False) for v in variants]
+              + ["replicates"])
+    rows = []
+    for level, density in densities.items():
+        counts = "/".join(str(len(values[v].get(level, []))) for v in variants)
+        cells = [solved_cell(values[v].get(level, [])) for v in variants]
         rows.append([str(level), f"{density * 100:.2f}"] + cells + [counts])
     return header, rows
 
@@ -129,10 +149,12 @@ def headline(experiment: data.Experiment, tolerance: float) -> str:
     dense network down to X% of the weights (level L); random reinitialisation falls below it from Y%;
     random pruning from Z%.', and a warning first when level 0 is under-trained.
 
-    The ticket's rule is selection.best_level (export's --level=best); a control's is data.falls_below:
-    the first level at which its mean early-stop test accuracy is more than `tolerance` below the
-    dense network or below the ticket at that level.
+    The ticket's rule is data.matching_density (for classification selection.best_level, export's
+    --level=best); a control's is data.falls_below: the first level at which its mean early-stop test
+    metric is more than `tolerance` worse than the dense network or the ticket at that level. A
+    metric where lower is better (bits per character) says 'falls behind' for 'falls below'.
     """
+    fall_word = measures.of(experiment).fall
     match = data.matching_density(experiment, "imp", tolerance)
     ticket = experiment.variant_name("imp")
     if not any(r["level"] == 0 and r["variant"] == "imp" for r in experiment.rows):
@@ -154,30 +176,40 @@ def headline(experiment: data.Experiment, tolerance: float) -> str:
             continue
         name = experiment.variant_name(variant)
         if fall.level is not None:
-            verb = "" if said_falls else " falls below it"
+            verb = "" if said_falls else f" falls {fall_word} it"
             text += f"; {name}{verb} from **{_percent(fall.density)}** (level {fall.level})"
             said_falls = True
         elif fall.sparsest is not None:
-            text += f"; {name} does not fall below it down to {_percent(fall.sparsest[1])} (level {fall.sparsest[0]})"
+            text += (f"; {name} does not fall {fall_word} it down to {_percent(fall.sparsest[1])} "
+                     f"(level {fall.sparsest[0]})")
     text += "."
     warning = _undertrained_sentence(experiment)
     return f"{text} {warning}" if warning else text
 
 
-def _rule_text(tolerance: float) -> str:
-    points = f"{tolerance * 100:.2f} percentage points"
-    return (f"How this is decided, on the mean early-stop test accuracy over replicates with a tolerance of {points}: "
-            f"the ticket (imp) matches the dense network down to the sparsest level such that it and every denser "
-            f"level are no more than the tolerance below level 0 (the rule of export's --level=best). A control "
-            f"(reinit, random_prune) falls below from the first level, walking from the densest pruned level, at "
-            f"which it is more than the tolerance below the dense network or more than the tolerance below the "
-            f"ticket at the same level, so a control that keeps up with a weak dense network but not with the "
-            f"ticket falls below. The dense network is under-trained when its early-stopping iteration is the last "
-            f"it trained in any replicate.")
+def _rule_text(measure: measures.Measure, tolerance: float) -> str:
+    """How the headline is decided, in the words of the task's metric and its direction."""
+    side, fall = measure.side, measure.fall
+    export = " (the rule of export's --level=best)"
+    if measure.classification:
+        metric, flag = measure.noun, ""
+    else:
+        better = "higher" if measure.task.higher_is_better else "lower"
+        metric = f"{measure.noun} ({'bpc; ' if measure.kind == 'bpc' else ''}{better} is better)"
+        flag = f" (--{measure.tolerance_flag})"
+    return (f"How this is decided, on the mean early-stop {metric} over replicates with a tolerance of "
+            f"{measure.tolerance_text(tolerance)}{flag}: the ticket (imp) matches the dense network down to the "
+            f"sparsest level such that it and every denser level are no more than the tolerance {side} level "
+            f"0{export}. A control (reinit, random_prune) falls {fall} from the first level, walking from the "
+            f"densest pruned level, at which it is more than the tolerance {side} the dense network or more than "
+            f"the tolerance {side} the ticket at the same level, so a control that keeps up with a weak dense "
+            f"network but not with the ticket falls {fall}. The dense network is under-trained when its "
+            f"early-stopping iteration is the last it trained in any replicate.")
 
 
 def _finding_items(experiment: data.Experiment, tolerance: float) -> List[str]:
     """Per variant, the numbers behind the headline."""
+    measure = measures.of(experiment)
     items = []
     densities = data.level_densities(experiment)
     for variant in experiment.variants():
@@ -202,12 +234,13 @@ def _finding_items(experiment: data.Experiment, tolerance: float) -> List[str]:
         elif fall.level is None:
             where = (f"down to {fall.sparsest[1] * 100:.2f}% (level {fall.sparsest[0]})" if fall.sparsest
                      else "at any level: none has finished")
-            items.append(f"{label}: does not fall below the dense network or the ticket {where}.")
+            items.append(f"{label}: does not fall {measure.fall} the dense network or the ticket {where}.")
         else:
-            ticket = f", the ticket's {fall.ticket * 100:.2f}%" if fall.ticket is not None else ""
-            items.append(f"{label}: falls below from **{fall.density * 100:.2f}%** (level {fall.level}): "
-                         f"{fall.accuracy * 100:.2f}% against the dense network's {fall.dense * 100:.2f}%{ticket} "
-                         f"(more than the tolerance below the {' and the '.join(fall.below)}).")
+            ticket = f", the ticket's {measure.value_text(fall.ticket)}" if fall.ticket is not None else ""
+            items.append(f"{label}: falls {measure.fall} from **{fall.density * 100:.2f}%** (level {fall.level}): "
+                         f"{measure.value_text(fall.accuracy)} against the dense network's "
+                         f"{measure.value_text(fall.dense)}{ticket} "
+                         f"(more than the tolerance {measure.side} the {' and the '.join(fall.below)}).")
     return items
 
 
@@ -238,7 +271,7 @@ def _status_blocks(experiment: data.Experiment, tolerance: float) -> List[tuple]
         blocks.append(("paragraph", "No run has finished yet: there are no results to tabulate or draw."))
         return blocks
     blocks.append(("paragraph", headline(experiment, tolerance)))
-    blocks.append(("paragraph", _rule_text(tolerance)))
+    blocks.append(("paragraph", _rule_text(measures.of(experiment), tolerance)))
     blocks.append(("list", _finding_items(experiment, tolerance)))
     return blocks
 
@@ -425,9 +458,49 @@ def _transfer_blocks(experiment: data.Experiment, tolerance: float) -> List[tupl
     return blocks
 
 
+def accuracy_note(measure: measures.Measure) -> str:
+    """What a branch section of another task than classification says first: its numbers are accuracy."""
+    return (f"*Measured in accuracy (for a language model, next-character accuracy), as this branch computes it for "
+            f"every task, not in this experiment's {measure.noun}.*")
+
+
+def caption(name: str, measure: measures.Measure) -> str:
+    """A figure's caption, in the words of the experiments' metric."""
+    if measure.classification:
+        return FIGURE_CAPTIONS[name]
+    if name in ACCURACY_FIGURES:
+        return f"{FIGURE_CAPTIONS[name]} {accuracy_note(measure)}"
+    return measure.captions.get(name) or methods.captions(measure).get(name) or FIGURE_CAPTIONS[name]
+
+
+def _noted(blocks: List[tuple], measure: measures.Measure) -> List[tuple]:
+    """A branch section's blocks, with accuracy_note after its heading for a task other than classification."""
+    if measure.classification or not blocks:
+        return blocks
+    return blocks[:1] + [("paragraph", accuracy_note(measure))] + blocks[1:]
+
+
+def _results_blocks(experiment: data.Experiment) -> List[tuple]:
+    """The tables of results.csv: the task's (measures.Measure.table), a table per metric."""
+    blocks = []
+    for metric, heading, kind in measures.of(experiment).table:
+        if metric == "units_kept" and not any(_has_value(r.get(metric)) for r in experiment.rows):
+            continue  # an unstructured experiment's column is empty
+        header, rows = results_table(experiment, metric, kind)
+        blocks.append(("heading", 3, heading))
+        blocks.append(("table", header, rows))
+        if any(cell.startswith(CENSORED_MARK) for row in rows for cell in row):
+            blocks.append(("paragraph", CENSORED_NOTE))
+        if kind == "solved":
+            blocks.append(("paragraph", measures.SOLVED_NOTE))
+    return blocks
+
+
 def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional[List[str]]],
                  tolerance: float) -> List[tuple]:
-    """The whole report as blocks, figures referenced by file name."""
+    """The whole report as blocks, figures referenced by file name; `tolerance` is in the unit of the
+    experiments' metric (measures.common: one task for all)."""
+    measure = measures.common(experiments)
     blocks = [("heading", 1, "Lottery ticket report"),
               ("paragraph", f"Built {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
                             + ", ".join(f"`{e.directory}`" for e in experiments) + ".")]
@@ -444,7 +517,7 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
     blocks.append(("heading", 2, "Figures"))
     for name, paths in figures.items():
         if paths:
-            blocks.append(("image", os.path.basename(paths[0]), FIGURE_CAPTIONS[name]))
+            blocks.append(("image", os.path.basename(paths[0]), caption(name, measure)))
         else:
             blocks.append(("paragraph", f"*{name}: not drawn, {NOT_DRAWN.get(name, 'no finished run has the data yet')}.*"))
     if methods.has_methods(experiments):
@@ -458,19 +531,13 @@ def build_blocks(experiments: List[data.Experiment], figures: Dict[str, Optional
                                         "`replicates` counts the finished runs of each variant."))
             blocks.append(("paragraph", "Columns: " + "; ".join(f"{v} = {experiment.variant_name(v)}"
                                                                  for v in experiment.variants()) + "."))
-            for metric, heading, kind in TABLE_METRICS:
-                if metric == "units_kept" and not any(_has_value(r.get(metric)) for r in experiment.rows):
-                    continue  # an unstructured experiment's column is empty
-                header, rows = results_table(experiment, metric, kind)
-                blocks.append(("heading", 3, heading))
-                blocks.append(("table", header, rows))
-                if any(cell.startswith(CENSORED_MARK) for row in rows for cell in row):
-                    blocks.append(("paragraph", CENSORED_NOTE))
+            blocks += _results_blocks(experiment)
         if experiment.stability:
-            blocks += _stability_blocks(experiment)
-        if experiment.transfer:
-            blocks += _transfer_blocks(experiment, tolerance)
-        blocks += combinations.section(experiment)
+            blocks += _noted(_stability_blocks(experiment), measure)
+        if experiment.transfer:  # in accuracy for every task, so with accuracy's tolerance
+            blocks += _noted(_transfer_blocks(experiment, tolerance if measure.classification
+                                              else measures.CLASSIFICATION.tolerance), measure)
+        blocks += _noted(combinations.section(experiment), measure)
         blocks.append(("heading", 3, "Flags"))
         blocks.append(("code", "\n".join(experiment.flags_lines) or "(flags.cfg missing)"))
     return blocks

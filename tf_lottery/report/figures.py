@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only: the report runs on machines without a displ
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 from matplotlib import ticker  # noqa: E402  pylint: disable=wrong-import-position
 
-from tf_lottery.report import combinations, data, methods  # noqa: E402  pylint: disable=wrong-import-position
+from tf_lottery.report import combinations, data, measures, methods  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANT_COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
 # Several experiments share the variant colours and differ in line style, as
@@ -28,15 +28,9 @@ TICK_MERGE = 0.03  # relative: densities this close (a method's 50.0% beside the
 CENSORED_LABEL = "hollow: stopped at its last iteration (â‰¥)"  # the legend's note for censored early stops
 FIGURE_FORMATS = ("png", "svg")
 
-DENSITY_FIGURES = {
-    # name: (metric, y label, title)
-    "accuracy_vs_density": ("final_test_accuracy", "final test accuracy",
-                            "Test accuracy at the end of training"),
-    "early_stop_iteration_vs_density": ("early_stop_iteration", "early-stopping iteration",
-                                        "Early-stopping iteration (minimum validation loss)"),
-    "early_stop_accuracy_vs_density": ("early_stop_test_accuracy", "test accuracy at early stop",
-                                       "Test accuracy at the early-stopping iteration"),
-}
+# name: (metric, y label, title) of a classification experiment; other tasks draw their own metric
+# under the same names (measures.Measure.density_figures).
+DENSITY_FIGURES = measures.CLASSIFICATION.density_figures
 FIGURES = tuple(DENSITY_FIGURES) + ("training_curves",)
 # Drawn only for experiments with a stability table (branches/stability.csv).
 STABILITY_FIGURES = ("stability_interpolation", "stability_vs_rewind", "stability_vs_density")
@@ -113,11 +107,12 @@ PERCENT_METRICS = {"final_test_accuracy", "early_stop_test_accuracy"}  # drawn Ã
 def density_figure(experiments: List[data.Experiment], name: str, output_dir: str) -> Optional[List[str]]:
     """One metric against percent remaining, a line per experiment and variant; None if no data.
 
-    Accuracies are drawn in percent. In the early-stopping iteration figure a level where a
+    The metric is the experiments' task's (measures: accuracy, bits per character, return);
+    accuracies are drawn in percent. In the early-stopping iteration figure a level where a
     replicate stopped at its last iteration (data.is_censored: a lower bound, not a measurement)
     has a hollow marker, explained by a legend entry.
     """
-    metric, y_label, title = DENSITY_FIGURES[name]
+    metric, y_label, title = measures.common(experiments).density_figures[name]
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     figure, axis = plt.subplots(figsize=(7, 4.5))
     percents, drawn, censored_drawn = set(), 0, False
@@ -164,7 +159,8 @@ def density_figure(experiments: List[data.Experiment], name: str, output_dir: st
 
 
 def training_curves_figure(experiments: List[data.Experiment], output_dir: str) -> Optional[List[str]]:
-    """Test accuracy against iteration for the levels nearest the paper's densities.
+    """The task's curve (measures.Measure.curve: test accuracy, test bits per character, validation
+    return) against iteration for the levels nearest the paper's densities.
 
     A row per experiment and a column per variant; a colour per level, from dense
     (dark) to sparse (light), so rows and columns compare at a glance.
@@ -172,6 +168,9 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
     grid = [(e, v) for e in experiments for v in e.variants()]
     if not grid:
         return None
+    measure = measures.common(experiments)
+    split, metric = measure.curve
+    scale = measure.scale
     columns = max(len(e.variants()) for e in experiments)
     rows = len(experiments)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False,
@@ -191,31 +190,32 @@ def training_curves_figure(experiments: List[data.Experiment], output_dir: str) 
             for rank, (_, level) in enumerate(chosen):
                 # A control's own level 0 is the dense ticket run; draw it in every column as the reference.
                 source = "imp" if level == 0 else variant
-                series = data.curves(experiment, level, source)
+                series = data.curves(experiment, level, source, split, metric)
                 if not series:
                     continue
                 iterations = list(series)
-                late_values += [s.mean * 100 for i, s in series.items() if i >= 0.1 * iterations[-1]]
+                late_values += [s.mean * scale for i, s in series.items() if i >= 0.1 * iterations[-1]]
                 # Spread over the chosen levels; stop short of viridis' pale yellow end.
                 color = colormap(0.9 * rank / max(len(chosen) - 1, 1))
-                axis.plot(iterations, [s.mean * 100 for s in series.values()], color=color,
+                axis.plot(iterations, [s.mean * scale for s in series.values()], color=color,
                           label=f"{_tick_text(densities[level] * 100)}%")
-                axis.fill_between(iterations, [s.low * 100 for s in series.values()],
-                                  [s.high * 100 for s in series.values()], color=color, alpha=0.15, linewidth=0)
+                axis.fill_between(iterations, [s.low * scale for s in series.values()],
+                                  [s.high * scale for s in series.values()], color=color, alpha=0.15, linewidth=0)
             axis.set_title(experiment.legend_label(variant), fontsize=10)
             axis.set_xlabel("training iteration")
             axis.grid(True, alpha=0.3)
             if column == 0:
-                axis.set_ylabel("test accuracy (%)")
+                axis.set_ylabel(f"{measure.curve_label} (%)" if measure.task.percent else measure.curve_label)
             if axis.get_lines():
-                axis.legend(fontsize=7, title="remaining", title_fontsize=7, loc="lower right")
+                axis.legend(fontsize=7, title="remaining", title_fontsize=7,
+                            loc="lower right" if measure.task.higher_is_better else "upper right")
     if late_values:
         # As the paper's figure 3: the first iterations climb from chance and would
         # flatten the differences between levels that matter, so they run off the axis.
         low, high = min(late_values), max(late_values)
-        margin = max(0.15 * (high - low), 0.2)
-        axes[0][0].set_ylim(low - margin, min(high + margin, 100.0))
-    figure.suptitle("Test accuracy during training at selected pruning levels")
+        margin = max(0.15 * (high - low), measure.curve_margin)
+        axes[0][0].set_ylim(low - margin, min(high + margin, 100.0) if measure.task.percent else high + margin)
+    figure.suptitle(measure.curve_title)
     figure.tight_layout()
     return _save(figure, output_dir, "training_curves")
 

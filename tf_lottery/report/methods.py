@@ -1,5 +1,6 @@
 """Every way of producing a sparse network on two axes: accuracy against density, and
-accuracy against the training it cost (iterations_spent).
+accuracy against the training it cost (iterations_spent). Accuracy is the experiments'
+task's metric (measures): bits per character for language models, return for policies.
 
 A method is a series of networks, one per level (density) and replicate: the IMP
 loop's variants of each experiment (so experiments overlaid with other --retrain
@@ -12,7 +13,7 @@ import dataclasses
 import math
 from typing import Callable, Dict, List, Optional
 
-from tf_lottery.report import data
+from tf_lottery.report import data, measures
 
 Row = Dict[str, object]
 
@@ -89,7 +90,12 @@ METHOD_BRANCHES: Dict[str, Callable[[Row, Dict], Optional[str]]] = {
     "supermask": _supermask_label,
 }
 assert set(METHOD_BRANCHES) == set(data.METHOD_BRANCHES)
-METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "iterations_spent", "density")
+METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "iterations_spent", "density")  # classification's
+
+
+def _metrics(measure: measures.Measure):
+    """What a Method summarises: the task's final and early-stop test metric, the cost and the density."""
+    return (measure.final, measure.early_stop, "iterations_spent", "density")
 
 
 @dataclasses.dataclass
@@ -100,13 +106,13 @@ class Method:
     levels: Dict[int, Dict[str, data.Summary]]
 
 
-def _series(label: str, rows: List[Row]) -> Method:
+def _series(label: str, rows: List[Row], metrics=METRICS) -> Method:
     by_level: Dict[int, List[Row]] = {}
     for row in rows:
         by_level.setdefault(int(row["level"]), []).append(row)
     levels = {}
     for level, group in sorted(by_level.items()):
-        summaries = {m: data.Summary.of([_number(r.get(m)) for r in group]) for m in METRICS}
+        summaries = {m: data.Summary.of([_number(r.get(m)) for r in group]) for m in metrics}
         levels[level] = {m: s for m, s in summaries.items() if s is not None}
     return Method(label, levels)
 
@@ -120,11 +126,12 @@ def _number(value) -> float:
 
 def methods(experiments: List[data.Experiment]) -> List[Method]:
     """Every method with a finished network in the experiments, in a stable order."""
+    metrics = _metrics(measures.common(experiments))
     found = []
     for experiment in experiments:
         for variant in experiment.variants():
             rows = [r for r in experiment.rows if r["variant"] == variant]
-            found.append(_series(experiment.legend_label(variant), rows))
+            found.append(_series(experiment.legend_label(variant), rows, metrics))
         prefix = f"{experiment.label}: " if experiment.label else ""
         for branch, label_of in METHOD_BRANCHES.items():
             groups: Dict[str, Dict[str, List[Row]]] = {}  # name -> branch hash -> rows
@@ -136,7 +143,8 @@ def methods(experiments: List[data.Experiment]) -> List[Method]:
                         _as_network(branch, row))
             for name, by_hash in groups.items():
                 # settings beyond the label (other options, overrides): the hash tells them apart
-                found += [_series(name + (f" [{h}]" if len(by_hash) > 1 else ""), rows) for h, rows in by_hash.items()]
+                found += [_series(name + (f" [{h}]" if len(by_hash) > 1 else ""), rows, metrics)
+                          for h, rows in by_hash.items()]
     return [m for m in found if m.levels]
 
 
@@ -149,7 +157,9 @@ def has_methods(experiments: List[data.Experiment]) -> bool:
 # Figures ---------------------------------------------------------------------
 
 FIGURES = ("methods_accuracy_vs_density", "methods_accuracy_vs_cost")
-PANELS = (("final_test_accuracy", "final test accuracy"), ("early_stop_test_accuracy", "test accuracy at early stop"))
+def panels(measure: measures.Measure):
+    """(column, title) of the density figure's two panels: the final and the early-stop test metric."""
+    return ((measure.final, f"final {measure.noun}"), (measure.early_stop, f"{measure.noun} at early stop"))
 
 
 def _points(method: Method, x_metric: str, y_metric: str):
@@ -157,7 +167,7 @@ def _points(method: Method, x_metric: str, y_metric: str):
     return sorted(points, key=lambda p: p[0].mean)
 
 
-def _draw(axis, method: Method, index: int, x_metric: str, y_metric: str, x_scale: float):
+def _draw(axis, method: Method, index: int, x_metric: str, y_metric: str, x_scale: float, y_scale: float = 100.0):
     from tf_lottery.report import figures  # pylint: disable=import-outside-toplevel  (matplotlib on demand)
     points = _points(method, x_metric, y_metric)
     if not points:
@@ -165,15 +175,22 @@ def _draw(axis, method: Method, index: int, x_metric: str, y_metric: str, x_scal
     color = figures.plt.get_cmap("tab10")(index % 10)
     line_style, marker = figures.EXPERIMENT_STYLES[(index // 10) % len(figures.EXPERIMENT_STYLES)]
     x = [p[0].mean * x_scale for p in points]
-    axis.plot(x, [p[1].mean * 100 for p in points], linestyle=line_style, marker=marker, markersize=4, color=color,
+    axis.plot(x, [p[1].mean * y_scale for p in points], linestyle=line_style, marker=marker, markersize=4, color=color,
               label=method.label)
-    axis.fill_between(x, [p[1].low * 100 for p in points], [p[1].high * 100 for p in points], color=color,
+    axis.fill_between(x, [p[1].low * y_scale for p in points], [p[1].high * y_scale for p in points], color=color,
                       alpha=0.12, linewidth=0)
     return True
 
 
-def _y_limits(axis, found: List[Method], metric: str):
-    """Zoom on the networks worth comparing: from a little below the worst mean above 90%."""
+def _y_label(measure: measures.Measure, title: str) -> str:
+    return f"{title} (%)" if measure.task.percent else title
+
+
+def _y_limits(axis, found: List[Method], metric: str, measure: measures.Measure = measures.CLASSIFICATION):
+    """Zoom on the networks worth comparing: from a little below the worst mean above 90% (accuracies
+    only: another metric's axis takes matplotlib's limits)."""
+    if not measure.task.percent:
+        return
     means = [v[metric].mean * 100 for m in found for v in m.levels.values() if metric in v]
     good = [m for m in means if m >= 90.0] or means
     if good:
@@ -192,14 +209,15 @@ def accuracy_vs_density_figure(experiments: List[data.Experiment], output_dir: s
     found = methods(experiments)
     if not found:
         return None
+    measure = measures.common(experiments)
     figure, axes = figures.plt.subplots(1, 2, figsize=(13, 4.8), sharey=False)
     percents = [v["density"].mean * 100 for m in found for v in m.levels.values() if "density" in v]
-    for axis, (metric, title) in zip(axes, PANELS):
+    for axis, (metric, title) in zip(axes, panels(measure)):
         for index, method in enumerate(found):
-            _draw(axis, method, index, "density", metric, 100.0)
+            _draw(axis, method, index, "density", metric, 100.0, measure.scale)
         figures._density_axis(axis, sorted(set(percents)))  # pylint: disable=protected-access
-        _y_limits(axis, found, metric)
-        axis.set_ylabel(f"{title} (%)")
+        _y_limits(axis, found, metric, measure)
+        axis.set_ylabel(_y_label(measure, title))
         axis.set_title(f"Every method: {title}")
     _legend_below(figure, axes[0], len(found))
     return figures._save(figure, output_dir, FIGURES[0])  # pylint: disable=protected-access
@@ -210,14 +228,15 @@ def accuracy_vs_cost_figure(experiments: List[data.Experiment], output_dir: str)
     found = [m for m in methods(experiments) if any("iterations_spent" in v for v in m.levels.values())]
     if not found:
         return None
+    measure = measures.common(experiments)
     figure, axis = figures.plt.subplots(figsize=(8.5, 4.8))
     for index, method in enumerate(found):
-        _draw(axis, method, index, "iterations_spent", "final_test_accuracy", 1.0)
+        _draw(axis, method, index, "iterations_spent", measure.final, 1.0, measure.scale)
     axis.set_xscale("log")
     axis.set_xlabel("training iterations spent to produce the network (iterations_spent)")
-    _y_limits(axis, found, "final_test_accuracy")
-    axis.set_ylabel("final test accuracy (%)")
-    axis.set_title("Accuracy against training cost")
+    _y_limits(axis, found, measure.final, measure)
+    axis.set_ylabel(_y_label(measure, f"final {measure.noun}"))
+    axis.set_title(f"{measure.short} against training cost")
     axis.grid(True, which="major", alpha=0.3)
     _legend_below(figure, axis, len(found))
     return figures._save(figure, output_dir, FIGURES[1])  # pylint: disable=protected-access
@@ -234,18 +253,30 @@ CAPTIONS = {
 }
 
 
+def captions(measure: measures.Measure) -> Dict[str, str]:
+    """CAPTIONS in the words of `measure`'s metric (CAPTIONS themselves for classification)."""
+    if measure.classification:
+        return CAPTIONS
+    noun = measure.noun
+    return {name: text.replace("final test accuracy and test accuracy at early stop",
+                               f"final {noun} and {noun} at early stop")
+            .replace("Final test accuracy", f"Final {noun}") for name, text in CAPTIONS.items()}
+
+
 # Section ---------------------------------------------------------------------
 
 def section(experiments: List[data.Experiment]) -> List[tuple]:
     """The Methods section: per method and level, density, accuracy and cost."""
     from tf_lottery.report import documents  # pylint: disable=import-outside-toplevel
+    measure = measures.common(experiments)
+    noun = measure.noun
     blocks = [("heading", 2, "Methods"),
-              ("paragraph", "Every way these experiments produced a sparse network, at each level: density, final "
-                            "test accuracy and test accuracy at early stop (mean ± sample standard deviation over "
+              ("paragraph", f"Every way these experiments produced a sparse network, at each level: density, final "
+                            f"{noun} and {noun} at early stop (mean ± sample standard deviation over "
                             "replicates) and `iterations_spent`, the training iterations that network cost (its own "
                             "run plus the runs its mask needed; mean over replicates).")]
-    header = ["method", "level", "density (%)", "final test accuracy (%)", "test accuracy at early stop (%)",
-              "iterations_spent", "replicates"]
+    header = ["method", "level", "density (%)"] + [_y_label(measure, title) for _, title in panels(measure)] + [
+        "iterations_spent", "replicates"]
     rows = []
     for method in methods(experiments):
         for level, values in method.levels.items():
@@ -253,8 +284,8 @@ def section(experiments: List[data.Experiment]) -> List[tuple]:
             cost = values.get("iterations_spent")
             rows.append([method.label, str(level),
                          f"{values['density'].mean * 100:.2f}" if "density" in values else "",
-                         documents.format_summary(values.get("final_test_accuracy"), "accuracy"),
-                         documents.format_summary(values.get("early_stop_test_accuracy"), "accuracy"),
+                         documents.format_summary(values.get(measure.final), measure.kind),
+                         documents.format_summary(values.get(measure.early_stop), measure.kind),
                          f"{cost.mean:,.0f}" if cost else "", str(count)])
     blocks.append(("table", header, rows))
     return blocks
