@@ -208,3 +208,18 @@ def test_the_best_level_of_a_language_model_is_walked_in_bits_per_character_lowe
     assert selection.best_level(rows, None, task=task) == 1
     assert selection.best_level(rows, 0.05, task=task) == 3
     assert selection.best_level(rows) == 3, "classification's rule reads accuracy"
+
+
+def test_the_stability_line_counts_a_language_models_error_per_character():
+    from tf_lottery.training import interpolation  # pylint: disable=import-outside-toplevel
+
+    model = models.build("lstm_lm", (16,), 65, seed=0, embedding_dim=8, lstm_units=(16,))
+    splits = data.load("tiny_shakespeare", sequence_length=16)
+    images, labels = splits.validation_images[:6], splits.validation_labels[:6]
+    line = interpolation.Line(model, masks_lib.get_masks(model))
+    loss, error, predicted = line.evaluate(tf.data.Dataset.from_tensor_slices((images, labels)).batch(4))
+    logits = model(images, training=False).numpy()
+    assert predicted.shape == (6, 16)
+    assert error == pytest.approx((logits.argmax(-1) != labels).mean())
+    assert loss == pytest.approx(tasks.per_example_loss(tf.constant(labels), tf.constant(logits)).numpy().mean(),
+                                 rel=1e-5)

@@ -79,7 +79,8 @@ class Line:
         return count
 
     def evaluate(self, dataset: tf.data.Dataset) -> Tuple[float, float, np.ndarray]:
-        """(mean cross-entropy, error, predicted classes) over an (images, labels) dataset."""
+        """(mean cross-entropy, error, predicted classes) over an (images, labels) dataset; a language
+        model's are per character (every position of every window counts once)."""
         loss_sum, wrong, predictions = 0.0, 0, []
         for images, labels in dataset:
             logits = self._logits(images)
@@ -89,5 +90,5 @@ class Line:
             wrong += int(np.sum(predicted != labels.numpy()))
             predictions.append(predicted)
         predicted = np.concatenate(predictions) if predictions else np.zeros([0], np.int64)
-        count = max(len(predicted), 1)
+        count = max(predicted.size, 1)
         return loss_sum / count, wrong / count, predicted
