@@ -15,6 +15,7 @@ REQUIRED = [
     "tensorboard",
     "tqdm",
     "matplotlib",
+    "gymnasium==1.2.2",  # reinforcement learning (--dataset=gym:CartPole-v1); pure Python, CartPole needs no extras
 ]
 
 setup(

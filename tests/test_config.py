@@ -22,6 +22,7 @@ from tf_lottery.utils import derive_seed, write_json
 # settings (--pruning_structure, --channel_score, --n_of_m, --bn_l1), added at defaults
 # that reproduce what runs did before: old folders keep their names and resume.
 PINNED = {
+    "cartpole.cfg": ("1fffe458", "cb8fe6a7"),
     "conv2_cifar10.cfg": ("6dde92d5", "a53fae83"),
     "conv2_dropout_cifar10.cfg": ("45e98615", "fa9cccb3"),
     "conv4_cifar10.cfg": ("f429cec1", "ad7e74f3"),

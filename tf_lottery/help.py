@@ -49,8 +49,8 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
 )}
 
 # What the registries hold (checked by tests/test_cli_help.py): listed without importing TensorFlow.
-MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dropout", "lenet300_100", "lenet5", "mlp",
-          "resnet18", "resnet20", "vgg19")
+MODELS = ("conv2", "conv2_dropout", "conv4", "conv4_dropout", "conv6", "conv6_dropout", "lenet300_100", "lenet5", "lstm_lm",
+          "mlp", "policy_mlp", "resnet18", "resnet20", "transformer_lm", "vgg19")
 BRANCHES = {
     "combine": "tickets combined: ensembles of replicates, weight averages of copies from one start, mask unions and "
                "intersections retrained; each against the single ticket of the same budget",
@@ -124,7 +124,8 @@ def datasets_line(argv: Sequence[str] = ()) -> str:
     parts = [f"{', '.join(prepared)} (prepared in {directory})" if prepared else f"none prepared in {directory}"]
     if others:
         parts.append(f"{', '.join(others)} (named by a flagfile, not prepared there)")
-    return "; ".join(parts) + "; any other tensorflow-datasets image classification set by name"
+    return "; ".join(parts) + ("; any other tensorflow-datasets image classification or text set by name, "
+                               "or gym:<environment id> (e.g. gym:CartPole-v1)")
 
 
 @dataclasses.dataclass(frozen=True)
