@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import small_config
-from stop_hook import StopAt
+from stop_hook import StopAt, train_dense
 from tf_lottery import data, models, tasks
 from tf_lottery.data import pipeline, text
 from tf_lottery.experiment import files
@@ -22,7 +22,7 @@ from tf_lottery.pruning import masks as masks_lib
 from tf_lottery.pruning import prunable
 from tf_lottery.training import checkpoints
 from tf_lottery.training.run import InitialWeights, RunSpec, train
-from tf_lottery.training.workbench import Workbench, fresh_weights
+from tf_lottery.training.workbench import Workbench
 from test_cifar_flagfiles import parse
 
 SHAKESPEARE = dict(dataset="tiny_shakespeare", sequence_length=16, batch_size=8, eval_batch_size=512,
@@ -101,14 +101,7 @@ def _run(tmp_path, name, hooks=()):
     config = small_config(tmp_path, **SHAKESPEARE, **LSTM, iterations=40, eval_every=10, checkpoint_every=20,
                           deterministic=True)
     root = ExperimentPaths.of(str(tmp_path), "resume").root
-    with Workbench(None, root) as bench:
-        theta = f"{root}/theta.npz"
-        if not os.path.exists(theta):
-            files.write_weights(theta, *fresh_weights(config, bench.splits(config).info, seed=2))
-        spec = RunSpec(directory=f"{root}/{name}", config=config, replicate=0, level=0, name=name,
-                       masks=masks_lib.ones_like_model(bench.trainer(config).model),
-                       init=InitialWeights.from_file(theta, "theta"), data_seed=5)
-        result = train(spec, bench, hooks)
+    result = train_dense(config, root, name, hooks, seed=2, data_seed=5)
     return result, read_metrics(f"{root}/{name}/metrics.csv"), files.read_weights(f"{root}/{name}/final_weights.npz")
 
 

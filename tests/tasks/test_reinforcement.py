@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 
 from conftest import REPO, small_config
-from stop_hook import StopAt
+from stop_hook import StopAt, train_dense
 from tf_lottery import data, main as main_lib, models
 from tf_lottery.config import ConfigError
 from tf_lottery.experiment import files
@@ -23,8 +23,6 @@ from tf_lottery.pruning import masks as masks_lib
 from tf_lottery.tasks import reinforcement as rl
 from tf_lottery.tasks.reinforcement_trainer import EpisodeWindow, PolicyTrainer, policy_gradient_loss
 from tf_lottery.training import checkpoints
-from tf_lottery.training.run import InitialWeights, RunSpec, train
-from tf_lottery.training.workbench import Workbench, fresh_weights
 
 CARTPOLE = "gym:CartPole-v1"
 # Short runs: 4 episodes an update, a small policy, a rate that moves it within 30 updates.
@@ -138,14 +136,7 @@ def test_same_seed_same_run_bit_for_bit_and_pruned_weights_stay_zero(tmp_path):
 def _run(tmp_path, name, hooks=()):
     config = _config(tmp_path)
     root = ExperimentPaths.of(str(tmp_path), "rl").root
-    with Workbench(None, root) as bench:
-        theta = f"{root}/theta.npz"
-        if not os.path.exists(theta):
-            files.write_weights(theta, *fresh_weights(config, bench.splits(config).info, seed=3))
-        spec = RunSpec(directory=f"{root}/{name}", config=config, replicate=0, level=0, name=name,
-                       masks=masks_lib.ones_like_model(bench.trainer(config).model),
-                       init=InitialWeights.from_file(theta, "theta"), data_seed=11)
-        result = train(spec, bench, hooks)
+    result = train_dense(config, root, name, hooks, seed=3, data_seed=11)
     with open(f"{root}/{name}/metrics.csv") as f:
         metrics = f.read()
     return result, metrics, files.read_weights(f"{root}/{name}/final_weights.npz")

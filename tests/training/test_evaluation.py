@@ -1,20 +1,15 @@
 """Evaluation: resident splits give the dataset path's numbers exactly, and --test_every reads
 test sparsely without changing a run's early-stopping or final numbers, also across a resumption."""
 
-import os
-
 import pytest
 import tensorflow as tf
 
 from conftest import small_config
-from stop_hook import StopAt
-from tf_lottery.experiment import files
+from stop_hook import StopAt, train_dense
 from tf_lottery.experiment.paths import ExperimentPaths
 from tf_lottery.experiment.results import read_metrics
 from tf_lottery.data import pipeline
-from tf_lottery.pruning import masks as masks_lib
-from tf_lottery.training.run import InitialWeights, RunSpec, train
-from tf_lottery.training.workbench import Workbench, fresh_weights
+from tf_lottery.training.workbench import Workbench
 
 # A learning rate high enough that validation loss rises and falls within 150 iterations.
 NOISY = dict(iterations=150, eval_every=10, checkpoint_every=30, learning_rate=0.05)
@@ -34,14 +29,7 @@ def test_resident_split_gives_the_dataset_paths_numbers_exactly(tmp_path):
 def _train(tmp_path, name, test_every, hooks=()):
     config = small_config(tmp_path, test_every=test_every, **NOISY)
     root = ExperimentPaths.of(str(tmp_path), "evaluation").root
-    with Workbench(None, root) as bench:
-        theta = f"{root}/theta.npz"
-        if not os.path.exists(theta):
-            files.write_weights(theta, *fresh_weights(config, bench.splits(config).info, seed=3))
-        spec = RunSpec(directory=f"{root}/{name}", config=config, replicate=0, level=0, name=name,
-                       masks=masks_lib.ones_like_model(bench.trainer(config).model),
-                       init=InitialWeights.from_file(theta, "theta"))
-        result = train(spec, bench, hooks)
+    result = train_dense(config, root, name, hooks, seed=3)
     return result, read_metrics(f"{root}/{name}/metrics.csv")
 
 
