@@ -19,30 +19,33 @@ from tf_lottery.utils import derive_seed, write_json
 # included). A change here means an existing experiment folder now means something
 # else: change a pin only together with a note on what old folders become. The
 # fingerprints moved with --retrain, the --early_bird settings, --mask_criterion, --classes and the structured-ticket
-# settings (--pruning_structure, --channel_score, --n_of_m, --bn_l1), added at defaults
+# settings (--pruning_structure, --channel_score, --n_of_m, --bn_l1), the language-model sizes
+# (--embedding_dim, --lstm_units, --num_blocks, --num_heads, --mlp_dim), added at defaults
 # that reproduce what runs did before: old folders keep their names and resume.
 PINNED = {
     "cartpole.cfg": ("1fffe458", "cb8fe6a7"),
-    "conv2_cifar10.cfg": ("6dde92d5", "a53fae83"),
-    "conv2_dropout_cifar10.cfg": ("45e98615", "fa9cccb3"),
-    "conv4_cifar10.cfg": ("f429cec1", "ad7e74f3"),
-    "conv4_dropout_cifar10.cfg": ("173b7348", "da2d981f"),
-    "conv6_cifar10.cfg": ("0cec9c66", "84657286"),
-    "conv6_dropout_cifar10.cfg": ("3959840a", "fec9f7d8"),
-    "lenet300_fashion_mnist_24k.cfg": ("9cabe2da", "20d44f8d"),
-    "lenet300_mnist.cfg": ("ef5eaa1c", "6ee78208"),
-    "lenet300_mnist_24k.cfg": ("3bed4275", "3a45f48e"),
-    "lenet300_mnist_combine.cfg": ("dcc261d8", "3a859b90"),
-    "lenet300_mnist_deconstructing.cfg": ("7c2ceab0", "aabd89fd"),
-    "lenet300_mnist_methods.cfg": ("2e777276", "d377dade"),
-    "lenet300_mnist_neurons.cfg": ("9137d82d", "88b96d89"),
-    "lenet5_fashion_mnist_channels.cfg": ("0a43f1b0", "eb7a70e5"),
-    "quickstart.cfg": ("8b09a594", "fdd1808f"),
-    "resnet18.cfg": ("09b69e52", "75aa63d5"),
-    "resnet18_rewind.cfg": ("38d3acff", "9cf6a878"),
-    "smoke.cfg": ("8bd73745", "6c060200"),
-    "vgg19.cfg": ("b4b64244", "42665407"),
-    "vgg19_rewind.cfg": ("023b13e2", "f40e2980"),
+    "conv2_cifar10.cfg": ("6dde92d5", "9db930f2"),
+    "conv2_dropout_cifar10.cfg": ("45e98615", "35b19548"),
+    "conv4_cifar10.cfg": ("f429cec1", "142c9ba6"),
+    "conv4_dropout_cifar10.cfg": ("173b7348", "928a8474"),
+    "conv6_cifar10.cfg": ("0cec9c66", "0539a78e"),
+    "conv6_dropout_cifar10.cfg": ("3959840a", "62410f4e"),
+    "lenet300_fashion_mnist_24k.cfg": ("9cabe2da", "fa25ced4"),
+    "lenet300_mnist.cfg": ("ef5eaa1c", "814a12ce"),
+    "lenet300_mnist_24k.cfg": ("3bed4275", "c138fd0d"),
+    "lenet300_mnist_combine.cfg": ("dcc261d8", "9d2f1fc4"),
+    "lenet300_mnist_deconstructing.cfg": ("7c2ceab0", "3dce47dd"),
+    "lenet300_mnist_methods.cfg": ("2e777276", "5f74328f"),
+    "lenet300_mnist_neurons.cfg": ("9137d82d", "2f6edd71"),
+    "lenet5_fashion_mnist_channels.cfg": ("0a43f1b0", "24168b85"),
+    "lstm_tiny_shakespeare.cfg": ("32c11a2d", "1639a3a0"),
+    "quickstart.cfg": ("8b09a594", "0ba999e8"),
+    "resnet18.cfg": ("09b69e52", "09c47536"),
+    "resnet18_rewind.cfg": ("38d3acff", "1902381a"),
+    "smoke.cfg": ("8bd73745", "a4799766"),
+    "transformer_tiny_shakespeare.cfg": ("7dc10bdb", "903cdb7f"),
+    "vgg19.cfg": ("b4b64244", "f186f198"),
+    "vgg19_rewind.cfg": ("023b13e2", "9e8a793b"),
 }
 
 
