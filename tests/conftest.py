@@ -1,5 +1,6 @@
 """Shared test set-up: tf_keras, the prepared MNIST, and small experiment configs."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -71,3 +72,12 @@ def pruned_experiment(tmp_path_factory):
                           experiment_name="pruned")
     imp.run_experiment(config)
     return ExperimentPaths.of(config.run.output_dir, config.experiment_name).root
+
+
+def write_csv(path, columns, rows):
+    """Writes rows (dicts; keys outside `columns` are left out) as a CSV with a header."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -14,7 +14,7 @@ import pytest
 
 from absl import flags
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, write_csv
 from tf_lottery import flags as flags_lib
 from tf_lottery import report as report_lib
 from tf_lottery.experiment import results
@@ -525,13 +525,6 @@ def _transfer_row(mode, level, replicate, branch_hash=DATA_HASH, compare_with=""
     }
 
 
-def _write_csv(path, columns, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
 
 def _compare_row(level, replicate):
     density, accuracy = COMPARE_LEVELS[level]
@@ -550,7 +543,7 @@ def _compare_experiment(root, name, finished=True):
     (folder / "flags.cfg").write_text("--dataset=fashion_mnist\n")
     rows = [_compare_row(level, r) for level in COMPARE_LEVELS for r in (0, 1)] if finished else []
     rows += [{**_compare_row(1, 0), "variant": "reinit", "final_test_accuracy": 0.5}] if finished else []
-    _write_csv(os.path.join(folder, "results.csv"), results.RESULT_COLUMNS, rows)
+    write_csv(os.path.join(folder, "results.csv"), results.RESULT_COLUMNS, rows)
     return str(folder)
 
 
@@ -564,7 +557,7 @@ def _transfer_experiment(root, name, compare_with="", optimizer_setting=True, st
     if optimizer_setting:
         rows += [_transfer_row(mode, level, 0, OPTIMIZER_HASH, compare_with=str(root / "gone"))
                  for level in (0, 2) for mode in ("ticket", "mask_only")]
-    _write_csv(os.path.join(folder, "branches", "transfer.csv"), TRANSFER_HEADER, rows)
+    write_csv(os.path.join(folder, "branches", "transfer.csv"), TRANSFER_HEADER, rows)
     return folder
 
 

@@ -1,13 +1,12 @@
 """The report's combine and franken views: combinations against the single ticket of their budget,
 and each Frankenmodel task beside its baselines, from hand-written branch tables."""
 
-import csv
 import os
 import re
 
 import pytest
 
-from conftest import small_config
+from conftest import small_config, write_csv
 from tf_lottery import report as report_lib
 from tf_lottery.experiment import results
 from tf_lottery.report import combinations, data
@@ -20,13 +19,6 @@ COMBINE = ("branch", "branch_hash", "replicate", "level", "variant", "density", 
 FRANKEN = ("branch", "branch_hash", "replicate", "level", "variant", "density", "head", "prune_b", "tasks",
            "after_task", "task", "task_name", "run", "test_accuracy", "bit_identical", "owned_weights")
 
-
-def _write_csv(path, columns, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _imp_row(level, replicate):
@@ -56,7 +48,7 @@ def report(tmp_path_factory):
     os.makedirs(folder)
     write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
     (folder / "flags.cfg").write_text("--model=mlp\n")
-    _write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(lv, r) for lv in DENSITIES for r in (0, 1)])
+    write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(lv, r) for lv in DENSITIES for r in (0, 1)])
     combine = ([_combine_row("ensemble", 2, 2, r, 0.99, 0.98 + 0.02 * r, 0.5) for r in (0, 1)]  # beats in replicate 0 only
                + [_combine_row("union", 2, 2, r, 0.975, 0.98, 0.4) for r in (0, 1)]
                # both replicates' ensemble of 2 out of 2 replicates: one network, shown once
@@ -70,8 +62,8 @@ def report(tmp_path_factory):
              _franken_row(1, 0, 1, "franken", 0.75, 40, after=2), _franken_row(1, 0, 0, "franken", 0.9, 20, after=2),
              {**_franken_row(1, 0, 1, "franken", 0.85, 20, after=2), "task": 2, "task_name": "fashion_mnist"}]
     franken += [{**row, "branch_hash": "feed0002", "prune_b": 0.5, "tasks": "a,b"} for row in chain]
-    _write_csv(str(folder / "branches" / "combine.csv"), COMBINE, combine)
-    _write_csv(str(folder / "branches" / "franken.csv"), FRANKEN, franken)
+    write_csv(str(folder / "branches" / "combine.csv"), COMBINE, combine)
+    write_csv(str(folder / "branches" / "franken.csv"), FRANKEN, franken)
     result = report_lib.build_report([str(folder)], str(root / "report"))
     with open(result["markdown"]) as f:
         result["text"] = f.read()

@@ -2,14 +2,13 @@
 a language model in test bits per character (lower is better), a policy in test return; the matching
 rule walks in the metric's direction; experiments of different tasks are not overlaid."""
 
-import csv
 import os
 import re
 
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import small_config, write_csv
 from tf_lottery import report as report_lib
 from tf_lottery import tasks
 from tf_lottery.experiment import results
@@ -64,13 +63,6 @@ def _experiment(rows, task):
     return data.Experiment("x", {"iterations": BUDGET, "levels": 3}, [], rows, [], task=tasks.get(task))
 
 
-def _write_csv(path, columns, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
 
 def _folder(root, name, info, rows, curves=None, **overrides):
     """An experiment folder (config.json, dataset.json of `info`, flags.cfg, results.csv with the task's
@@ -83,10 +75,10 @@ def _folder(root, name, info, rows, curves=None, **overrides):
     write_json(str(folder / "dataset.json"), info)
     (folder / "flags.cfg").write_text(f"--dataset={info['name']}\n")
     columns = results.RESULT_COLUMNS + tuple(c for c in results.TASK_COLUMNS if c in rows[0])
-    _write_csv(str(folder / "results.csv"), columns, rows)
+    write_csv(str(folder / "results.csv"), columns, rows)
     for (level, variant), metrics in (curves or {}).items():
         run = ExperimentPaths(str(folder)).run(0, level, variant)
-        _write_csv(run.metrics, results.METRIC_FIELDS, metrics)
+        write_csv(run.metrics, results.METRIC_FIELDS, metrics)
         write_json(run.result, {})
     return str(folder)
 
@@ -265,7 +257,7 @@ def test_a_tolerance_is_in_the_task_unit_and_another_task_flag_is_refused(built,
 def test_overlaid_language_models_compare_in_bits_per_character_and_label_the_accuracy_branches(built, tmp_path):
     other = _folder(tmp_path, "lm_wider", LM_INFO, _rows(_lm_row, {"imp": [2.4, 2.41]}),
                     dataset="tiny_shakespeare", model="lstm_lm", hidden_units=(), lstm_units=(64,))
-    _write_csv(os.path.join(other, "branches", "combine.csv"), ("branch", "branch_hash", "replicate", "level",
+    write_csv(os.path.join(other, "branches", "combine.csv"), ("branch", "branch_hash", "replicate", "level",
                "variant", "density", "run", "how", "size", "budget_density", "test_accuracy", "nearest_test_accuracy"),
                [{"branch": "combine", "branch_hash": "ab", "replicate": 0, "level": 1, "variant": "imp", "density": 0.8,
                  "run": "imp_ensemble", "how": "ensemble", "size": 2, "budget_density": 1.6, "test_accuracy": 0.5,
