@@ -5,13 +5,16 @@ both flagfiles shortened, and the export serving character ids."""
 import csv
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import small_config
-from stop_hook import StopAt, train_dense
+from conftest import REPO, run_main, small_config, small_flags
 from tf_lottery import data, models, tasks
 from tf_lottery.data import pipeline, text
 from tf_lottery.experiment import files
@@ -97,14 +100,6 @@ def test_pruned_embedding_recurrent_and_attention_weights_stay_exactly_zero(tmp_
         assert (value[masks[w.path] == 1] != 0).mean() > 0.99, w.path
 
 
-def _run(tmp_path, name, hooks=()):
-    config = small_config(tmp_path, **SHAKESPEARE, **LSTM, iterations=40, eval_every=10, checkpoint_every=20,
-                          deterministic=True)
-    root = ExperimentPaths.of(str(tmp_path), "resume").root
-    result = train_dense(config, root, name, hooks, seed=2, data_seed=5)
-    return result, read_metrics(f"{root}/{name}/metrics.csv"), files.read_weights(f"{root}/{name}/final_weights.npz")
-
-
 def test_the_text_stream_resumes_at_the_exact_window(tmp_path):
     splits = data.load("tiny_shakespeare", sequence_length=16)
     whole = pipeline.training_dataset(splits.train_images, splits.train_labels, splits.info, 8, seed=5)
@@ -113,15 +108,30 @@ def test_the_text_stream_resumes_at_the_exact_window(tmp_path):
                                         start_iteration=480)
     for expected, got in zip(batches[480:], resumed):
         assert (expected[0].numpy() == got[0].numpy()).all() and (expected[1].numpy() == got[1].numpy()).all()
-    # A run interrupted after its checkpoint at 20 and resumed is the run never interrupted.
-    result, rows, weights = _run(tmp_path, "whole")
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "resumed", hooks=[StopAt(30)])
-    again, again_rows, again_weights = _run(tmp_path, "resumed")
-    assert again_rows == rows
-    assert all((a == b).all() for a, b in zip(weights, again_weights))
-    assert again["early_stop_test_bits_per_character"] == result["early_stop_test_bits_per_character"]
+    # A run killed with kill -9 after a checkpoint and resumed is the run never interrupted.
+    common = small_flags(tmp_path, **SHAKESPEARE, **LSTM, iterations=60, eval_every=10, checkpoint_every=20,
+                         levels=0, deterministic=True, data_seed=5, experiment_name="x")
+    whole = run_main(*common, f"--output_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "tf_lottery.main", *common, f"--output_dir={killed}"],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = killed / "x" / "replicate_0" / "level_00" / "imp"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "checkpoints" / "checkpoint").exists():
+        time.sleep(0.02)  # the state file is written last: the checkpoint is complete
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if (run_dir / "result.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    resumed = run_main(*common, f"--output_dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = read_metrics(str(run_dir / "metrics.csv"))
+    assert rows == read_metrics(str(tmp_path / "whole/x/replicate_0/level_00/imp/metrics.csv"))
     assert {"bits_per_character", "loss", "accuracy"} <= {r["metric"] for r in rows if r["split"] == "test"}
+    final = [files.read_weights(str(d / "x/replicate_0/level_00/imp/final_weights.npz"))
+             for d in (tmp_path / "whole", killed)]
+    assert len(final[0]) == len(final[1]) and all((a == b).all() for a, b in zip(*final))
 
 
 SHORT = ("--iterations=6", "--batch_size=4", "--eval_every=3", "--test_every=0", "--checkpoint_every=3",
