@@ -22,7 +22,8 @@ import matplotlib.ticker  # noqa: E402  pylint: disable=wrong-import-position
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXPERIMENTS = ("lstm_tiny_shakespeare", "lstm_tiny_shakespeare_rewind150", "transformer_tiny_shakespeare")
+EXPERIMENTS = ("lstm_tiny_shakespeare", "lstm_tiny_shakespeare_rewind150", "transformer_tiny_shakespeare",
+               "transformer_tiny_shakespeare_reset")
 VARIANTS = ("imp", "reinit", "random_prune")
 COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
 METRICS = (("early_stop_validation_bits_per_character", 3), ("early_stop_test_bits_per_character", 3), ("final_test_bits_per_character", 3),
