@@ -4,9 +4,8 @@
 
 For each model: per level, the density, the validation bits per character at the early-stopping
 iteration (its minimum), the test bits per character there and at the end of training, and the
-early-stopping iteration,
-of the ticket and both controls (mean ± sample std over replicates). Writes <experiment>.csv,
-tables.md and <experiment>_bpc_vs_density.png beside this file.
+early-stopping iteration, of the ticket and both controls (mean ± sample std over replicates).
+Writes <experiment>.csv, tables.md and <experiment>_bpc_vs_density.png beside this file.
 """
 
 import csv
@@ -26,8 +25,8 @@ EXPERIMENTS = ("lstm_tiny_shakespeare", "lstm_tiny_shakespeare_rewind150", "tran
                "transformer_tiny_shakespeare_reset")
 VARIANTS = ("imp", "reinit", "random_prune")
 COLORS = {"imp": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
-METRICS = (("early_stop_validation_bits_per_character", 3), ("early_stop_test_bits_per_character", 3), ("final_test_bits_per_character", 3),
-           ("early_stop_iteration", 0))
+METRICS = (("early_stop_validation_bits_per_character", 3), ("early_stop_test_bits_per_character", 3),
+           ("final_test_bits_per_character", 3), ("early_stop_iteration", 0))
 
 
 def rows_of(runs, name):
