@@ -1,9 +1,12 @@
 """Shared test set-up: tf_keras, the prepared MNIST, and small experiment configs."""
 
 import csv
+import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -74,10 +77,23 @@ def pruned_experiment(tmp_path_factory):
     return ExperimentPaths.of(config.run.output_dir, config.experiment_name).root
 
 
-def write_csv(path, columns, rows):
-    """Writes rows (dicts; keys outside `columns` are left out) as a CSV with a header."""
+def write_csv(path, columns, rows, extrasaction="raise"):
+    """Writes rows (dicts) as a CSV with a header; a key outside `columns` is an error unless
+    extrasaction="ignore"."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, columns, extrasaction=extrasaction)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def kill_9_once_written(command, pattern, timeout=600, env=None):
+    """Starts `command` in REPO, sends it SIGKILL as soon as a path matches the glob `pattern` (or it
+    exits, or `timeout` seconds pass), and returns the matching paths (empty: it never wrote one)."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not glob.glob(pattern):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return glob.glob(pattern)

@@ -4,16 +4,14 @@ import csv
 import glob
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from absl import flags
 from tensorflow.python.framework import config as framework_config
 
-from conftest import REPO, run_main, small_flags
+from conftest import REPO, kill_9_once_written, run_main, small_flags
 from tf_lottery import main as main_lib
 from tf_lottery.pruning.strategies import keep_count
 
@@ -131,14 +129,9 @@ def test_kill_9_mid_level_then_resume_equals_an_uninterrupted_run(tmp_path, caps
     assert code in (0, None), stderr
 
     interrupted_dir = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, "-m", "tf_lottery.main", *common, f"--output_dir={interrupted_dir}"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     level1 = interrupted_dir / "x" / "replicate_0" / "level_01" / "imp" / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (level1 / "checkpoint").exists():
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_once_written([sys.executable, "-m", "tf_lottery.main", *common, f"--output_dir={interrupted_dir}"],
+                        str(level1 / "checkpoint"), timeout=240)
     assert glob.glob(str(level1 / "ckpt-*.index")), "the run never reached level 1"
     assert not (level1.parent / "result.json").exists(), "killed after level 1 finished: not mid-level"
     level0_result = interrupted_dir / "x" / "replicate_0" / "level_00" / "imp" / "result.json"
@@ -154,14 +147,10 @@ def test_kill_9_mid_level_then_resume_equals_an_uninterrupted_run(tmp_path, caps
 
 def test_corrupted_checkpoint_is_one_line_and_deletes_nothing(tmp_path, capsys):
     args = small_flags(tmp_path, iterations=40, eval_every=20, checkpoint_every=20, levels=0, experiment_name="c")
-    process = subprocess.Popen([sys.executable, "-m", "tf_lottery.main", *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint_dir = tmp_path / "c" / "replicate_0" / "level_00" / "imp" / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (checkpoint_dir / "checkpoint").exists():
-        time.sleep(0.02)  # the state file is written last: the checkpoint is complete
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # The state file is written last: once it exists the checkpoint is complete.
+    kill_9_once_written([sys.executable, "-m", "tf_lottery.main", *args], str(checkpoint_dir / "checkpoint"),
+                        timeout=240)
     if (checkpoint_dir.parent / "result.json").exists():
         pytest.skip("the run finished before it could be interrupted")
     for path in glob.glob(str(checkpoint_dir / "ckpt-*.data-*")):

@@ -525,7 +525,6 @@ def _transfer_row(mode, level, replicate, branch_hash=DATA_HASH, compare_with=""
     }
 
 
-
 def _compare_row(level, replicate):
     density, accuracy = COMPARE_LEVELS[level]
     accuracy += 0.002 * (2 * replicate - 1)  # 2 replicates, ± 0.2 points around the level's mean

@@ -41,12 +41,13 @@ def report(tmp_path_factory):
     write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
     (folder / "flags.cfg").write_text("--model=mlp\n")
     write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS,
-               [_imp_row(level, r) for level in DENSITIES for r in (0, 1)])
+               [_imp_row(level, r) for level in DENSITIES for r in (0, 1)], extrasaction="ignore")
     gmp = [_branch_row("gmp", level, r, 0.95 + 0.004 * r, 160, start="trained", run="imp") for level in (1, 2) for r in (0, 1)]
     pdt = [_branch_row("prune_during_training", 2, 0, 0.90, 100, criterion="movement", then="reset", run="imp_pruning"),
            _branch_row("prune_during_training", 2, 0, 0.96, 200, criterion="movement", then="reset", run="imp_reset")]
-    write_csv(str(folder / "branches" / "gmp.csv"), BRANCH_COLUMNS, gmp)
-    write_csv(str(folder / "branches" / "prune_during_training.csv"), BRANCH_COLUMNS, pdt)
+    write_csv(str(folder / "branches" / "gmp.csv"), BRANCH_COLUMNS, gmp, extrasaction="ignore")
+    write_csv(str(folder / "branches" / "prune_during_training.csv"), BRANCH_COLUMNS, pdt,
+              extrasaction="ignore")
     reinit = [_branch_row("reinit", 2, r, 0.93, 300, init="signed_constant", run="imp") for r in (0, 1)]
     pai = [_branch_row("pai", 2, 0, 0.94, 100, method="snip", ablation="none", run="snip"),
            _branch_row("pai", 2, 0, 0.91, 100, method="snip", ablation="invert", run="snip-invert")]
@@ -54,7 +55,7 @@ def report(tmp_path_factory):
                              supermask_criterion="large_final_same_sign", mask_density=0.25),
                  _branch_row("supermask", 0, 0, 0.95, 200, run="learned", weights="init", mask_density=0.4)]
     for name, rows in (("reinit", reinit), ("pai", pai), ("supermask", supermask)):
-        write_csv(str(folder / "branches" / f"{name}.csv"), BRANCH_COLUMNS, rows)
+        write_csv(str(folder / "branches" / f"{name}.csv"), BRANCH_COLUMNS, rows, extrasaction="ignore")
     result = report_lib.build_report([str(folder)], str(root / "report"))
     with open(result["markdown"]) as f:
         result["text"] = f.read()
@@ -108,7 +109,8 @@ def test_a_lone_experiment_without_method_branches_has_no_methods_view(tmp_path)
     config = small_config(tmp_path, experiment_name="alone", levels=2)
     os.makedirs(folder)
     write_json(str(folder / "config.json"), {"hashed": config.hashed_values(), "config": config.flat()})
-    write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(level, 0) for level in DENSITIES])
+    write_csv(str(folder / "results.csv"), results.RESULT_COLUMNS, [_imp_row(level, 0) for level in DENSITIES],
+              extrasaction="ignore")
     result = report_lib.build_report([str(folder)], str(tmp_path / "report"))
     assert not any(name in result["figures"] for name in methods.FIGURES)
     with open(result["markdown"]) as f:

@@ -75,10 +75,10 @@ def _folder(root, name, info, rows, curves=None, **overrides):
     write_json(str(folder / "dataset.json"), info)
     (folder / "flags.cfg").write_text(f"--dataset={info['name']}\n")
     columns = results.RESULT_COLUMNS + tuple(c for c in results.TASK_COLUMNS if c in rows[0])
-    write_csv(str(folder / "results.csv"), columns, rows)
+    write_csv(str(folder / "results.csv"), columns, rows, extrasaction="ignore")
     for (level, variant), metrics in (curves or {}).items():
         run = ExperimentPaths(str(folder)).run(0, level, variant)
-        write_csv(run.metrics, results.METRIC_FIELDS, metrics)
+        write_csv(run.metrics, results.METRIC_FIELDS, metrics, extrasaction="ignore")
         write_json(run.result, {})
     return str(folder)
 
@@ -261,7 +261,7 @@ def test_overlaid_language_models_compare_in_bits_per_character_and_label_the_ac
                "variant", "density", "run", "how", "size", "budget_density", "test_accuracy", "nearest_test_accuracy"),
                [{"branch": "combine", "branch_hash": "ab", "replicate": 0, "level": 1, "variant": "imp", "density": 0.8,
                  "run": "imp_ensemble", "how": "ensemble", "size": 2, "budget_density": 1.6, "test_accuracy": 0.5,
-                 "nearest_test_accuracy": 0.45}])
+                 "nearest_test_accuracy": 0.45}], extrasaction="ignore")
     result = report_lib.build_report([built["lm"]["folder"], other], str(tmp_path / "overlay"))
     with open(result["markdown"]) as f:
         text = f.read()

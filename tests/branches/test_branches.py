@@ -4,17 +4,15 @@ branches give the numbers --controls gives; bad input is one line and writes not
 import glob
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import toy_branch  # noqa: F401  (registers the toy branch)
 from branch_helpers import copy_of, deterministic_parent, digest, run_branch
-from conftest import REPO
+from conftest import REPO, kill_9_once_written
 from tf_lottery import branches
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Branch, Cell
@@ -157,15 +155,11 @@ def test_toy_branch_survives_kill_9_and_resumes_to_the_uninterrupted_numbers(par
     assert run_branch(f"--experiment_dir={copies['whole']}", *TOY_ARGS) == 0  # uninterrupted, in this process
     command = [sys.executable, TOY, f"--experiment_dir={copies['killed']}", *TOY_ARGS]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pattern = os.path.join(copies["killed"], "replicate_0", "level_01", "branch_toy_*", "imp_1", "checkpoints", "checkpoint")
-    deadline = time.time() + 600  # generous: on a loaded CI machine importing TensorFlow alone can take minutes
-    while time.time() < deadline and process.poll() is None and not glob.glob(pattern):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert glob.glob(pattern), "never reached the second run (finished or timed out before it)"
-    assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(glob.glob(pattern)[0])), "result.json"))
+    # The default timeout is generous: on a loaded CI machine importing TensorFlow alone can take minutes.
+    written = kill_9_once_written(command, pattern, env=env)
+    assert written, "never reached the second run (finished or timed out before it)"
+    assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(written[0])), "result.json"))
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     tables = [Experiment.open(copies[n]).branch_table("toy") for n in ("whole", "killed")]

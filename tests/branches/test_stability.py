@@ -3,10 +3,8 @@ resumable after kill -9; BatchNorm statistics interpolated or recomputed."""
 
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ import tf_keras as keras
 from tensorflow.python.framework import config as framework_config
 
 from branch_helpers import copy_of, deterministic_parent, run_branch
-from conftest import REPO, small_config
+from conftest import REPO, kill_9_once_written, small_config
 from tf_lottery import models
 from tf_lottery.branches import runner
 from tf_lottery.branches.base import Cell
@@ -182,15 +180,11 @@ def test_stability_survives_kill_9_and_resumes_to_the_uninterrupted_numbers(pare
     assert run_branch(f"--experiment_dir={copies['whole']}", *STABILITY_ARGS) == 0
     command = [sys.executable, "-m", "tf_lottery.branch", f"--experiment_dir={copies['killed']}", *STABILITY_ARGS]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pattern = os.path.join(copies["killed"], "replicate_0", "level_01", "branch_stability_*", "imp_data_k0_copy1",
                            "checkpoints", "checkpoint")
-    deadline = time.time() + 600  # generous: on a loaded CI machine importing TensorFlow alone can take minutes
-    while time.time() < deadline and process.poll() is None and not glob.glob(pattern):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert glob.glob(pattern), "never reached the second copy (finished or timed out before it)"
+    # The default timeout is generous: on a loaded CI machine importing TensorFlow alone can take minutes.
+    assert kill_9_once_written(command, pattern, env=env), \
+        "never reached the second copy (finished or timed out before it)"
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     tables = [Experiment.open(copies[n]).branch_table("stability") for n in ("whole", "killed")]

@@ -5,16 +5,13 @@ both flagfiles shortened, and the export serving character ids."""
 import csv
 import math
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_main, small_config, small_flags
+from conftest import kill_9_once_written, run_main, small_config, small_flags
 from tf_lottery import data, models, tasks
 from tf_lottery.data import pipeline, text
 from tf_lottery.experiment import files
@@ -114,14 +111,10 @@ def test_the_text_stream_resumes_at_the_exact_window(tmp_path):
     whole = run_main(*common, f"--output_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "tf_lottery.main", *common, f"--output_dir={killed}"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = killed / "x" / "replicate_0" / "level_00" / "imp"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (run_dir / "checkpoints" / "checkpoint").exists():
-        time.sleep(0.02)  # the state file is written last: the checkpoint is complete
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # The state file is written last: once it exists the checkpoint is complete.
+    kill_9_once_written([sys.executable, "-m", "tf_lottery.main", *common, f"--output_dir={killed}"],
+                        str(run_dir / "checkpoints" / "checkpoint"), timeout=240)
     if (run_dir / "result.json").exists():
         pytest.skip("the run finished before it could be killed")
     resumed = run_main(*common, f"--output_dir={killed}")
