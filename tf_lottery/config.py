@@ -299,6 +299,12 @@ class RunConfig:
         "convolutions, in runs of 2,000 iterations or more, on a single CPU device; off on GPUs, TPUs and several "
         "replicas until measured there).",
         choices=("auto", "on", "off"), hashed=False)
+    parallel_runs: str = option(
+        "auto", "Train up to N independent runs of the IMP loop side by side in one compiled loop (the tickets "
+        "of a level beside the controls of the level before, over the replicates this process runs), each with "
+        "its own data, mask, optimizer, checkpoints and files, so each result equals the run trained alone: N, "
+        "or auto (8 where measured faster: models without convolutions, in runs of 2,000 iterations or more, "
+        "on a single CPU device; 1 elsewhere until measured there).", hashed=False)
     progress: bool = option(True, "Show a progress bar per level (plain lines when not on a terminal).", hashed=False)
     dry_run: bool = option(False, "Validate, build the model and print the pruning schedule; train nothing, read no data.", hashed=False)
     export_final: bool = option(False, "When the run finishes, export each replicate's last imp level (dense and sparse SavedModel, TFLite, ticket) to <experiment>/export/.", hashed=False)
@@ -311,6 +317,8 @@ class RunConfig:
         _require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         _require("/" not in self.experiment_name and self.experiment_name not in (".", ".."),
                  "experiment_name", f"must be a plain folder name, got {self.experiment_name!r}")
+        _require(self.parallel_runs == "auto" or (self.parallel_runs.isdigit() and int(self.parallel_runs) >= 1),
+                 "parallel_runs", f"must be auto or a whole number >= 1, got {self.parallel_runs!r}")
         _require(self.num_cpu_devices >= 0, "num_cpu_devices", f"must be >= 0, got {self.num_cpu_devices}")
         _require(not self.tpu or self.strategy == "tpu", "tpu", "applies only to --strategy=tpu")
 

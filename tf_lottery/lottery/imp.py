@@ -29,7 +29,7 @@ from tf_lottery.pruning import criteria, masks as masks_lib, strategies, structu
 from tf_lottery.pruning.retraining import retraining_config
 from tf_lottery.training import checkpoints
 from tf_lottery.training.hooks import SaveWeightsAt
-from tf_lottery.training.run import InitialWeights, RunSpec, train
+from tf_lottery.training.run import InitialWeights, RunSpec, train, train_group
 from tf_lottery.training.workbench import Workbench, fresh_weights
 from tf_lottery.utils import derive_seed, write_json, write_text
 
@@ -79,8 +79,12 @@ class ImpLoop:
             if bench.is_chief:
                 self._write_experiment_files()
             chosen = range(config.run.replicates) if config.run.replicate < 0 else [config.run.replicate]
-            for replicate in chosen:
-                self._run_replicate(replicate)
+            width = bench.parallel_width(config)
+            if width > 1:
+                self._run_side_by_side(list(chosen), width)
+            else:
+                for replicate in chosen:
+                    self._run_replicate(replicate)
             return write_results(self.paths) if bench.is_chief else result_rows(self.paths)
 
     def _write_experiment_files(self):
@@ -94,16 +98,20 @@ class ImpLoop:
             write_json(structure.structure_file(self.paths.root), {"structure": self.config.pruning.pruning_structure,
                                                                    "groups": structure.groups_to_json(groups)})
 
-    def _run_replicate(self, replicate: int):
+    def _write_theta_init(self, replicate: int):
         config, bench = self.config, self.bench
-        seed = config.run.seed + replicate
         theta_init = self.paths.theta_init(replicate)
         missing = not os.path.exists(theta_init)
         bench.barrier()  # every worker has looked before the chief writes
         if missing and bench.is_chief:  # θ0 is written once per replicate, never rewritten
-            names, values = fresh_weights(config, bench.splits(config).info, derive_seed(seed, "init"))
+            names, values = fresh_weights(config, bench.splits(config).info,
+                                          derive_seed(config.run.seed + replicate, "init"))
             files.write_weights(theta_init, names, values)
         bench.barrier()  # and the chief has written before any worker reads
+
+    def _run_replicate(self, replicate: int):
+        config = self.config
+        self._write_theta_init(replicate)
         parent = Experiment.open(self.paths.root)
         for level in range(config.pruning.levels + 1):
             self._train(self._ticket_spec(replicate, level), level, replicate)
@@ -113,13 +121,39 @@ class ImpLoop:
                 self._train(self._control_spec(parent, control, replicate, level), level, replicate,
                             wait=False)  # two processes on one replicate split its controls
 
-    def _train(self, spec: RunSpec, level: int, replicate: int, wait: bool = True):
+    def _run_side_by_side(self, chosen: List[int], width: int):
+        """Every chosen replicate, `width` runs at a time in lockstep (run.train_group): the tickets
+        of level L train beside the controls of level L - 1, which need only the ticket of L - 1."""
+        for replicate in chosen:
+            self._write_theta_init(replicate)
+        controls, levels = self.config.pruning.controls, self.config.pruning.levels
+        for level in range(levels + 2):
+            runs = [(self._ticket_spec(r, level), level, r, True) for r in chosen] if level <= levels else []
+            if 1 <= level - 1 and controls:
+                parent = Experiment.open(self.paths.root)
+                runs += [(self._control_spec(parent, control, r, level - 1), level - 1, r, False)
+                         for r in chosen for control in controls]
+            for start in range(0, len(runs), width):
+                chunk = runs[start:start + width]
+                finished = [os.path.exists(spec.paths.result) for spec, *_ in chunk]
+                results = train_group([spec for spec, *_ in chunk], self.bench,
+                                      [self._hooks(spec, lvl, r) for spec, lvl, r, _ in chunk],
+                                      wait=[w for *_, w in chunk])
+                for was_finished, result in zip(finished, results):
+                    self.tally.add(was_finished, result)
+                if any(result is not None for result in results) and self.bench.is_chief:
+                    write_results(self.paths)
+
+    def _hooks(self, spec: RunSpec, level: int, replicate: int) -> list:
         rewind = self.config.pruning.rewind_iteration
-        hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind else []
+        hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind and spec.name == "imp" else []
         if self.config.pruning.early_bird and spec.name == "imp":
             hooks.append(self._early_bird(level))
+        return hooks
+
+    def _train(self, spec: RunSpec, level: int, replicate: int, wait: bool = True):
         was_finished = os.path.exists(spec.paths.result)
-        result = train(spec, self.bench, hooks, wait=wait)
+        result = train(spec, self.bench, self._hooks(spec, level, replicate), wait=wait)
         self.tally.add(was_finished, result)
         if result is not None and self.bench.is_chief:
             write_results(self.paths)

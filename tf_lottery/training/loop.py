@@ -14,6 +14,12 @@ Evaluation on one replica reads its splits from tensors preprocessed once and ke
 on the model's device (pipeline.ResidentSplit), in the dataset path's batches and
 order, so the sums are the same; with several replicas it reads a distributed dataset.
 
+A TrainerGroup trains several Trainers' runs in lockstep through one compiled loop
+(--parallel_runs): each step of the group takes one step of every member, from
+its own iterator, with its own compiled step, optimizer and iteration counter, so
+each member computes exactly what it computes alone; the group saves the loop's
+per-step overhead and lets the members' independent steps run side by side.
+
 A ModelWrap trains the model through another forward pass that shares its variables
 (tfmot's pruning wrappers, for the gmp branch): `model` stays the masked model that
 weights files, masks and checkpoints are about, `forward_model` is what the training
@@ -57,6 +63,25 @@ def use_xla(mode: str, strategy: tf.distribute.Strategy, iterations: int, model:
     if strategy.num_replicas_in_sync != 1 or isinstance(strategy, tf.distribute.TPUStrategy):
         return False
     return not tf.config.list_logical_devices("GPU")
+
+
+# auto trains this many runs side by side where it was measured faster.
+AUTO_PARALLEL_RUNS = 8
+
+
+def parallel_width(mode: str, strategy: tf.distribute.Strategy, iterations: int, model: keras.Model,
+                   task: tasks.Task = tasks.get(tasks.CLASSIFICATION)) -> int:
+    """How many runs --parallel_runs=`mode` trains side by side (a TrainerGroup of that many at most).
+
+    auto is AUTO_PARALLEL_RUNS where it was measured faster (benchmarks/throughput.py, a
+    2-core CPU: two or more LeNet-300-100 runs side by side train at 1.5x the rate of one
+    after another; XLA's compiled step or not), under use_xla's conditions: one replica on
+    the CPU, a model without convolutions, runs of at least AUTO_MIN_ITERATIONS (each
+    member compiles its own step), image classification. Elsewhere 1 until measured there.
+    """
+    if mode != "auto":
+        return int(mode)
+    return AUTO_PARALLEL_RUNS if use_xla("auto", strategy, iterations, model, task) else 1
 
 
 def batchnorm_gammas(model: keras.Model) -> list:
@@ -247,3 +272,39 @@ class Trainer:
         loss_sum, correct, count = totals.numpy()
         values = {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
         return {**values, **self.task.derived(values)}
+
+
+class TrainerGroup:
+    """Several Trainers (of one strategy) trained in lockstep by one compiled loop.
+
+    Each step of `train` takes one step of every member in order: the member reads its
+    own iterator and runs its own (XLA-compiled or plain) step function, which updates
+    only its own model, optimizer state, metrics and iteration counter. Nothing passes
+    between members, so a member's run equals the one its Trainer trains alone; the
+    group saves the loop's per-step overhead and leaves TensorFlow free to run the
+    members' independent steps at the same time (on a 2-core CPU, two LeNet-300-100
+    steps side by side take about 1.5x one step: benchmarks/throughput.py).
+    """
+
+    def __init__(self, trainers):
+        trainers = tuple(trainers)
+        if not trainers or len({id(t) for t in trainers}) != len(trainers):
+            raise ValueError("a TrainerGroup needs distinct Trainers")
+        if len({id(t.strategy) for t in trainers}) != 1:
+            raise ValueError("the Trainers of a group must share one strategy")
+        self.trainers = trainers
+        self.strategy = trainers[0].strategy
+        self._train_steps = tf.function(self._train_steps_fn)
+
+    def _train_steps_fn(self, iterators, steps):
+        for _ in tf.range(steps):
+            for trainer, iterator in zip(self.trainers, iterators):
+                images, labels = next(iterator)
+                self.strategy.run(trainer._step_fn, args=(images, labels))  # pylint: disable=protected-access
+                trainer.iteration.assign_add(1)
+
+    def train(self, iterators, steps: int):
+        """Runs `steps` steps of every member, member i reading `iterators[i]`."""
+        if len(iterators) != len(self.trainers):
+            raise ValueError(f"{len(iterators)} iterators for {len(self.trainers)} trainers")
+        self._train_steps(tuple(iterators), tf.constant(steps, tf.int64))

@@ -9,12 +9,13 @@ decide which specs to train; what else a run must do while it trains (save θk,
 prune gradually, snapshot masks) is a Hook.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
 import shutil
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -139,6 +140,78 @@ def train(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook] = (), wait: boo
         return _train_locked(spec, bench, hooks)
 
 
+def train_group(specs: Sequence[RunSpec], bench: Workbench, hooks: Optional[Sequence[Sequence[Hook]]] = None,
+                wait: Union[bool, Sequence[bool]] = True) -> List[Optional[Dict]]:
+    """Trains (or resumes, or reads) several independent runs side by side; returns their results.
+
+    The runs this process can take (no result.json, lock free) train in lockstep through
+    one TrainerGroup, each from its own start or last checkpoint with its own model,
+    optimizer, data stream, hooks, checkpoints and files, so each result equals the run
+    trained alone by train(). A run finishes (result.json) as soon as it reaches its end;
+    the others go on. Runs another process holds are then left to it or waited for, as
+    `wait` (one value, or one per run) says. With one run, several workers, or a task
+    whose trainer is not a Trainer (reinforcement learning), the runs train one by one.
+    """
+    specs = list(specs)
+    hooks = [()] * len(specs) if hooks is None else list(hooks)
+    waits = [wait] * len(specs) if isinstance(wait, bool) else list(wait)
+    if len(specs) < 2 or not group_trainable(specs, bench):
+        return [train(spec, bench, h, wait=w) for spec, h, w in zip(specs, hooks, waits)]
+    results: List[Optional[Dict]] = [None] * len(specs)
+    deferred, taken = [], []
+    with contextlib.ExitStack() as locks:
+        for index, spec in enumerate(specs):
+            if os.path.exists(spec.paths.result):
+                results[index] = read_json(spec.paths.result)
+            elif not locks.enter_context(exclusive_lock(spec.paths.lock, wait=False)):
+                deferred.append(index)
+            elif os.path.exists(spec.paths.result):  # finished while we looked
+                results[index] = read_json(spec.paths.result)
+            else:
+                taken.append(index)
+        for index, result in zip(taken, _train_group_locked([specs[i] for i in taken], bench,
+                                                             [hooks[i] for i in taken])):
+            results[index] = result
+    for index in deferred:  # held by another process when we looked
+        results[index] = train(specs[index], bench, hooks[index], wait=waits[index])
+    return results
+
+
+def group_trainable(specs: Sequence[RunSpec], bench: Workbench) -> bool:
+    """Whether these runs can train side by side in one process: one worker, a supervised task."""
+    if distribute.is_multi_worker(bench.strategy):
+        return False
+    return all(tasks.of(bench.splits(spec.config).info).supervised for spec in specs)
+
+
+def _train_group_locked(specs: Sequence[RunSpec], bench: Workbench, hooks: Sequence[Sequence[Hook]]) -> List[Optional[Dict]]:
+    results: List[Optional[Dict]] = [None] * len(specs)
+    trainings: Dict[int, _Training] = {}
+    try:
+        for slot, (spec, run_hooks) in enumerate(zip(specs, hooks)):
+            trainings[slot] = _Training(spec, bench, run_hooks, slot=slot)
+            trainings[slot].begin()
+        while trainings:
+            for slot in [s for s, t in trainings.items() if t.done]:  # finished: its files now, not at the end
+                training = trainings.pop(slot)
+                training.close()
+                results[slot] = training.finish()
+            if not trainings:
+                break
+            active = list(trainings.values())
+            steps = min(t.next_stop() - t.iteration for t in active)
+            if len(active) == 1:
+                active[0].trainer.train(active[0].iterator, steps)
+            else:
+                bench.group([t.trainer for t in active]).train([t.iterator for t in active], steps)
+            for training in active:
+                training.advanced(steps)
+    finally:
+        for training in trainings.values():
+            training.close()
+    return results
+
+
 def _starting_point(spec: RunSpec, bench: Workbench):
     """(masks, initial weight values) of the run; writes run.json, mask.npz and fresh weights once,
     after everything it reads has been read."""
@@ -163,34 +236,96 @@ def _starting_point(spec: RunSpec, bench: Workbench):
 
 def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Optional[Dict]:
     """Sets the model to the run's start (or its last checkpoint) and trains it to the end."""
-    paths, config, chief = spec.paths, spec.config, bench.is_chief
-    run_masks, initial = _starting_point(spec, bench)
-    trainer = bench.trainer(config, spec.model_wrap)
-    checkpoints.assign_weights(trainer.model, initial, source="initial weights")
-    masks_lib.apply_masks(trainer.model, run_masks)
-    trainer.reset(spec.start_iteration)
-    # Every worker restores the chief's checkpoint and takes part in each save
-    # (reading synchronised variables may be a collective); other workers' copies go to scratch.
-    checkpoint = checkpoints.RunCheckpoint(paths.checkpoints, trainer, write_directory=bench.files.writable(paths.checkpoints))
-    resumed = checkpoint.restore()
-    iteration = int(trainer.iteration.numpy())
-    log = summaries.MetricsLog(bench.files.writable(paths.metrics), paths.directory if chief else None,
-                               resume_iteration=iteration if resumed else None)
-    run = ActiveRun(spec, bench, trainer, log, run_masks,
-                    best_validation_loss=summaries.best_validation_loss(log.rows) if resumed else math.inf)
-    bar = progress.RunProgress(config.run.progress and chief, spec.description, iteration, spec.end_iteration)
-    started = time.time()
+    training = _Training(spec, bench, hooks)
     try:
-        for hook in hooks:
-            hook.on_start(run, resumed)
-        if not resumed:
-            _log_masks(log, spec.start_iteration, run_masks)
-            run.evaluate(spec.start_iteration, hooks)
-        _train_until_done(run, iteration, checkpoint, bar, hooks)
+        training.begin()
+        while not training.done:
+            target = training.next_stop()
+            training.trainer.train(training.iterator, target - training.iteration)
+            training.advanced(target - training.iteration)
     finally:
-        bar.close()
-        log.close()
-    return _finish(run, time.time() - started, hooks)
+        training.close()
+    return training.finish()
+
+
+class _Training:
+    """One run from its start (or last checkpoint) to its end, advanced chunk by chunk, so that the
+    loop of one run and the lockstep loop of a group of runs (train_group) share everything else."""
+
+    def __init__(self, spec: RunSpec, bench: Workbench, hooks: Sequence[Hook], slot: int = 0):
+        paths, config, chief = spec.paths, spec.config, bench.is_chief
+        self.spec, self.bench, self.hooks = spec, bench, hooks
+        run_masks, initial = _starting_point(spec, bench)
+        trainer = self.trainer = bench.trainer(config, spec.model_wrap, slot)
+        checkpoints.assign_weights(trainer.model, initial, source="initial weights")
+        masks_lib.apply_masks(trainer.model, run_masks)
+        trainer.reset(spec.start_iteration)
+        # Every worker restores the chief's checkpoint and takes part in each save
+        # (reading synchronised variables may be a collective); other workers' copies go to scratch.
+        self.checkpoint = checkpoints.RunCheckpoint(paths.checkpoints, trainer,
+                                                    write_directory=bench.files.writable(paths.checkpoints))
+        self.resumed = self.checkpoint.restore()
+        self.iteration = int(trainer.iteration.numpy())
+        self.log = summaries.MetricsLog(bench.files.writable(paths.metrics), paths.directory if chief else None,
+                                        resume_iteration=self.iteration if self.resumed else None)
+        self.run = ActiveRun(spec, bench, trainer, self.log, run_masks,
+                             best_validation_loss=summaries.best_validation_loss(self.log.rows) if self.resumed else math.inf)
+        self.bar = progress.RunProgress(config.run.progress and chief, spec.description, self.iteration,
+                                        spec.end_iteration)
+        self.total = spec.end_iteration
+        self.iterator = None
+        self.started = time.time()
+
+    def begin(self):
+        """The hooks' on_start, the first evaluation of a new run, and the training stream."""
+        for hook in self.hooks:
+            hook.on_start(self.run, self.resumed)
+        if not self.resumed:
+            _log_masks(self.log, self.spec.start_iteration, self.run.masks)
+            self.run.evaluate(self.spec.start_iteration, self.hooks)
+        self.iterator = _training_iterator(self.spec, self.bench, self.iteration)
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.total
+
+    def next_stop(self) -> int:
+        return _next_stop(self.iteration, self.total, self.spec.config, self.hooks)
+
+    def advanced(self, steps: int):
+        """After `steps` more steps: at the run's next stop, what the loop does there (hooks, evaluation,
+        the divergence check, checkpoint, progress); between stops nothing."""
+        target = self.next_stop()
+        self.iteration += steps
+        if self.iteration < target:
+            return
+        run, trainer, training, iteration = self.run, self.trainer, self.spec.config.training, self.iteration
+        for hook in self.hooks:
+            hook.at_stop(run, iteration)
+        if run.stop_requested:  # a hook ends the run here (Early-Bird): evaluated and finished as at the end
+            self.total = iteration
+        train_metrics = trainer.train_metrics()
+        evaluated = iteration % training.eval_every == 0 or iteration == self.total
+        if evaluated:
+            if not np.isfinite(train_metrics["loss"]):
+                raise DivergenceError(
+                    f"{self.spec.description} diverged by iteration {iteration} (training loss "
+                    f"{train_metrics['loss']}); lower --learning_rate or add --warmup_iterations")
+            self.log.log(iteration, "train", {**train_metrics, "learning_rate": trainer.learning_rate()})
+            trainer.reset_train_metrics()
+            run.evaluate(iteration, self.hooks, final=iteration == self.total)
+        if iteration % training.checkpoint_every == 0 and iteration < self.total:
+            self.checkpoint.save(iteration)
+            for hook in self.hooks:
+                hook.on_checkpoint(run, iteration)
+        self.bar.update(iteration, train_metrics, evaluated)
+
+    def close(self):
+        self.bar.close()
+        self.log.close()
+
+    def finish(self) -> Optional[Dict]:
+        return _finish(self.run, time.time() - self.started, self.hooks)
 
 
 def _finish(run: ActiveRun, seconds: float, hooks: Sequence[Hook]) -> Optional[Dict]:
@@ -226,36 +361,6 @@ def _next_stop(iteration: int, total: int, config: ExperimentConfig, hooks: Sequ
              (iteration // eval_every + 1) * eval_every, (iteration // save_every + 1) * save_every]
     stops += [stop for hook in hooks for stop in [hook.next_stop(iteration)] if stop is not None and stop > iteration]
     return min(stops)
-
-
-def _train_until_done(run: ActiveRun, iteration: int, checkpoint, bar, hooks: Sequence[Hook]):
-    spec, trainer = run.spec, run.trainer
-    training = spec.config.training
-    total = spec.end_iteration
-    iterator = _training_iterator(spec, run.bench, iteration)
-    while iteration < total:
-        target = _next_stop(iteration, total, spec.config, hooks)
-        trainer.train(iterator, target - iteration)
-        iteration = target
-        for hook in hooks:
-            hook.at_stop(run, iteration)
-        if run.stop_requested:  # a hook ends the run here (Early-Bird): evaluated and finished as at the end
-            total = iteration
-        train_metrics = trainer.train_metrics()
-        evaluated = iteration % training.eval_every == 0 or iteration == total
-        if evaluated:
-            if not np.isfinite(train_metrics["loss"]):
-                raise DivergenceError(
-                    f"{spec.description} diverged by iteration {iteration} (training loss {train_metrics['loss']}); "
-                    "lower --learning_rate or add --warmup_iterations")
-            run.log.log(iteration, "train", {**train_metrics, "learning_rate": trainer.learning_rate()})
-            trainer.reset_train_metrics()
-            run.evaluate(iteration, hooks, final=iteration == total)
-        if iteration % training.checkpoint_every == 0 and iteration < total:
-            checkpoint.save(iteration)
-            for hook in hooks:
-                hook.on_checkpoint(run, iteration)
-        bar.update(iteration, train_metrics, evaluated)
 
 
 def training_augmentation(config: ExperimentConfig):

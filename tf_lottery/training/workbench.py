@@ -15,7 +15,7 @@ from tf_lottery.config import ConfigError, ExperimentConfig
 from tf_lottery.data import pipeline
 from tf_lottery.lottery.plan import build_model
 from tf_lottery.pruning import constraint
-from tf_lottery.training.loop import ModelWrap, Trainer, use_xla
+from tf_lottery.training.loop import ModelWrap, Trainer, TrainerGroup, parallel_width, use_xla
 
 
 def fresh_weights(config: ExperimentConfig, info: data.DatasetInfo, seed: int) -> Tuple[List[str], List[np.ndarray]]:
@@ -38,6 +38,7 @@ class Workbench:
         self.stream = stream
         self._trainers: Dict[tuple, Trainer] = {}
         self._eval_sets: Dict[tuple, dict] = {}
+        self._groups: Dict[tuple, TrainerGroup] = {}
 
     def __enter__(self):
         return self
@@ -55,16 +56,17 @@ class Workbench:
     def splits(self, config: ExperimentConfig) -> data.Splits:
         return data.for_config(config.data)  # cached per process
 
-    def trainer(self, config: ExperimentConfig, wrap: Optional[ModelWrap] = None) -> Trainer:
+    def trainer(self, config: ExperimentConfig, wrap: Optional[ModelWrap] = None, slot: int = 0) -> Trainer:
         """The masked model and its compiled trainer for `config`, trained through `wrap` when given
-        (built once per setting and wrap key)."""
+        (built once per setting, wrap key and `slot`: runs trained side by side in a TrainerGroup
+        take slots 0, 1, ... of the same settings, each its own model and optimizer)."""
         replicas = self.strategy.num_replicas_in_sync
         if config.data.batch_size % replicas:
             raise ConfigError(f"--batch_size: {config.data.batch_size} is not divisible by the {replicas} replicas")
         info = self.splits(config).info
         task = tasks.of(info)
         key = (config.model, info.input_shape, info.num_classes, config.training, config.data.batch_size,
-               config.run.mixed_precision, config.run.jit_compile, None if wrap is None else wrap.key, info.task)
+               config.run.mixed_precision, config.run.jit_compile, None if wrap is None else wrap.key, info.task, slot)
         if key not in self._trainers:
             with self.strategy.scope(), distribute.precision_policy(config.run.mixed_precision):
                 model = build_model(config, info)
@@ -79,6 +81,22 @@ class Workbench:
                                                                       config.training.iterations, model, task),
                                                   wrap=wrap, task=task)
         return self._trainers[key]
+
+    def parallel_width(self, config: ExperimentConfig) -> int:
+        """How many of `config`'s runs this process trains side by side (--parallel_runs; see
+        loop.parallel_width); 1 with several workers, which train each run together."""
+        if distribute.is_multi_worker(self.strategy):
+            return 1
+        info = self.splits(config).info
+        return parallel_width(config.run.parallel_runs, self.strategy, config.training.iterations,
+                              self.trainer(config).model, tasks.of(info))
+
+    def group(self, trainers) -> TrainerGroup:
+        """The TrainerGroup of these trainers, in this order (its loop is traced once per group)."""
+        key = tuple(id(t) for t in trainers)
+        if key not in self._groups:
+            self._groups[key] = TrainerGroup(trainers)
+        return self._groups[key]
 
     def evaluation_sets(self, config: ExperimentConfig) -> Dict[str, object]:
         """{'validation', 'test'} (validation only when held out), for Trainer.evaluate: tensors kept
