@@ -8,7 +8,9 @@ same compiled loop and data pipeline, alternating which goes first in each round
 prints the median wall and CPU milliseconds per training step, the achieved GFLOP/s
 (dense FLOPs of a forward and backward pass: what the machine computes, masks or
 not), the ratios plain/XLA, and evaluation milliseconds per 1,000 images
-(evaluation is never compiled: the two columns time the same path). On a
+(evaluation is never compiled: the two columns time the same path). Then, for each
+N of --parallel, the per-network step time of N runs trained side by side by one
+TrainerGroup (--parallel_runs=N). On a
 machine shared with other jobs the CPU-time ratio is the steadier one. Real MNIST is
 used for 28x28x1 models when it is prepared; other shapes train on random images,
 which time the same.
@@ -91,6 +93,31 @@ def measure(model_name, steps, args):
               f"{flops / m['wall'] / 1e6:6.1f} GFLOP/s   eval {m['eval']:7.2f} ms/1000 images")
     print(f"  plain/xla: train wall {median['plain']['wall'] / median['xla']['wall']:.2f}  "
           f"CPU {median['plain']['cpu'] / median['xla']['cpu']:.2f}")
+    if args.parallel:
+        side_by_side(model_name, steps, args, train_x, train_y, info, config, flops)
+
+
+def side_by_side(model_name, steps, args, train_x, train_y, info, config, flops):
+    """Per-network step time of N runs trained in lockstep by one TrainerGroup (--parallel_runs=N),
+    XLA on where the model compiles, each member with its own model, optimizer and data stream."""
+    from tf_lottery.training.loop import TrainerGroup  # pylint: disable=import-outside-toplevel
+
+    input_shape = SHAPES.get(model_name, (32, 32, 3))
+    for count in [int(n) for n in args.parallel.split(",")]:
+        trainers = [Trainer(tf.distribute.get_strategy(), models.build(model_name, input_shape, 10, seed=i),
+                            config.training, args.batch_size, jit_compile=True) for i in range(count)]
+        iterators = [iter(pipeline.training_dataset(train_x, train_y, info, batch_size=args.batch_size, seed=i))
+                     for i in range(count)]
+        group = TrainerGroup(trainers)
+        group.train(iterators, 20)  # trace and compile outside the timing
+        walls = []
+        for _ in range(args.repeats):
+            wall = time.perf_counter()
+            group.train(iterators, steps)
+            walls.append((time.perf_counter() - wall) / steps / count * 1e3)
+        wall = statistics.median(walls)
+        print(f"  N={count:<3d} side by side (XLA {'on' if trainers[0].jit_compile else 'off'})  "
+              f"{wall:7.3f} ms per network step  {flops / wall / 1e6:6.1f} GFLOP/s in all", flush=True)
 
 
 def flagfile_config(path, **overrides) -> ExperimentConfig:
@@ -154,6 +181,7 @@ def main():
     parser.add_argument("--density", type=float, default=0.2)
     parser.add_argument("--steps", default="2000,30", help="training steps per timed call, one per model")
     parser.add_argument("--repeats", type=int, default=5, help="rounds, alternating which engine goes first")
+    parser.add_argument("--parallel", default="1,3,8", help="N runs side by side to time (empty: none)")
     parser.add_argument("--level", action="store_true", help="also time one dense level of --flagfile")
     parser.add_argument("--flagfile", default=os.path.join(REPO, "flags", "lenet300_mnist.cfg"))
     parser.add_argument("--level_iterations", type=int, default=0, help="shorten the level (0: the flagfile's)")
