@@ -22,8 +22,12 @@ which is how a run still in progress is recorded.
 
 Expected (paper, figure 3/4): the ticket keeps about 98% test accuracy down to
 about 3.6% of the weights; both controls fall behind below about 21%.
-Time: about 110 s a run on an idle 2-core CPU; 3 runs a level after level 0, so
-12 levels x 2 replicates is 74 runs, about 2.3 hours when the machine is idle.
+Time: 3 runs a level after level 0. One process trains the replicates' runs side by
+side (--parallel_runs=auto: 8 at a time, each level's tickets beside the previous
+level's controls), so the full record, 20 levels x 5 replicates (305 runs), is about
+5.5 hours on an idle 2-core CPU (level 0 of five replicates: 6.5 minutes):
+
+    python benchmarks/reproduce_lenet.py --output_dir=/work/runs/record --levels=20 --replicates=5
 """
 
 import argparse
