@@ -300,8 +300,9 @@ class RunConfig:
         "replicas until measured there).",
         choices=("auto", "on", "off"), hashed=False)
     parallel_runs: str = option(
-        "auto", "Train up to N independent runs of the IMP loop side by side in one compiled loop (the tickets "
-        "of a level beside the controls of the level before, over the replicates this process runs), each with "
+        "auto", "Train up to N independent runs side by side in one compiled loop (in the IMP loop the tickets "
+        "of a level beside the controls of the level before, over the replicates this process runs; the two "
+        "copies of a stability pair), each with "
         "its own data, mask, optimizer, checkpoints and files, so each result equals the run trained alone: N, "
         "or auto (8 where measured faster: models without convolutions, in runs of 2,000 iterations or more, "
         "on a single CPU device; 1 elsewhere until measured there).", hashed=False)

@@ -252,3 +252,25 @@ def test_controls_the_parent_never_trained_are_the_ones_the_imp_loop_trains(pare
     [reinit] = branch.parts(Cell(0, 1, "reinit"))
     [start] = set(branch.starts(reinit))
     assert (start.label, start.seed) == ("fresh", branch.cell_seed(Cell(0, 1, "imp"), "reinit"))
+
+
+def test_the_two_copies_side_by_side_are_the_copies_one_by_one(parent, tmp_path, monkeypatch):
+    from tf_lottery.training import loop  # pylint: disable=import-outside-toplevel
+
+    sizes = []
+    original = loop.TrainerGroup.train
+    monkeypatch.setattr(loop.TrainerGroup, "train",
+                        lambda self, iterators, steps: (sizes.append(len(self.trainers)), original(self, iterators, steps)))
+    roots = {}
+    for width in ("1", "2"):
+        roots[width] = copy_of(parent, tmp_path / width)
+        assert run_branch(f"--experiment_dir={roots[width]}", "--branch=stability", "--levels=1",
+                          "--rewind_iterations=20", f"--parallel_runs={width}", *QUICK) == 0
+        assert bool(sizes) == (width == "2") and set(sizes) <= {2}
+    tables = [[{k: v for k, v in row.items() if "seconds" not in k} for row in Experiment.open(roots[w]).branch_table("stability")]
+              for w in ("1", "2")]
+    assert tables[0] == tables[1] and len(tables[0]) == 1
+    for copy in (0, 1):
+        found = [glob.glob(os.path.join(branch_folder(roots[w], 1), f"*_copy{copy}", "final_weights.npz")) for w in ("1", "2")]
+        for x, y in zip(*(files.read_weights(f[0]) for f in found)):
+            np.testing.assert_array_equal(x, y)

@@ -73,6 +73,8 @@ class Branch:
     pruned_levels_only: ClassVar[bool] = False  # True: level 0 (dense) gives it nothing to do
     prunes: ClassVar[bool] = False  # whether the --prune_* flags mean anything to it
     part_options: ClassVar[Tuple[str, ...]] = ()  # options that choose parts (see parts())
+    # True: the runs of a cell do not read each other, so --parallel_runs may train them side by side.
+    independent_runs: ClassVar[bool] = False
     new_classes: ClassVar[bool] = False  # True: it builds runs for a target with another class count
 
     def __init__(self, parent: Experiment, options=None, overrides: Optional[Mapping] = None):

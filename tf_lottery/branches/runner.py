@@ -76,8 +76,20 @@ def run_cell(branch: Branch, cell: Cell, bench) -> bool:
         return True
     branch.prepare(cell, bench)
     finished = {}
-    for spec in branch.runs(cell):
-        result = run_lib.train(spec, bench, branch.hooks(spec), wait=False)
+    specs = branch.runs(cell)
+    width = bench.parallel_width(specs[0].config) if branch.independent_runs and len(specs) > 1 else 1
+    if width > 1:  # side by side, `width` at a time; what another process holds is left to it
+        results = []
+        for start in range(0, len(specs), width):
+            chunk = specs[start:start + width]
+            results += run_lib.train_group(chunk, bench, [branch.hooks(spec) for spec in chunk], wait=False)
+    else:
+        results = []
+        for spec in specs:
+            results.append(run_lib.train(spec, bench, branch.hooks(spec), wait=False))
+            if results[-1] is None and bench.is_chief:
+                break
+    for spec, result in zip(specs, results):
         if result is None and bench.is_chief:
             return False  # left to the process training it; it measures the cell
         finished[spec.name] = result

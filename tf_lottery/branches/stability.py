@@ -101,6 +101,7 @@ COLUMNS = ("density", "rewind_iteration", "pair", "instability_test", "instabili
 @branches.register
 class Stability(Branch):
     name = "stability"
+    independent_runs = True  # the two copies
     description = "two copies from the same weights with different data orders, and the error along the line between them"
     Options = StabilityOptions
     columns = COLUMNS
