@@ -78,17 +78,12 @@ def run_cell(branch: Branch, cell: Cell, bench) -> bool:
     finished = {}
     specs = branch.runs(cell)
     width = bench.parallel_width(specs[0].config) if branch.independent_runs and len(specs) > 1 else 1
-    if width > 1:  # side by side, `width` at a time; what another process holds is left to it
-        results = []
-        for start in range(0, len(specs), width):
-            chunk = specs[start:start + width]
-            results += run_lib.train_group(chunk, bench, [branch.hooks(spec) for spec in chunk], wait=False)
-    else:
-        results = []
-        for spec in specs:
-            results.append(run_lib.train(spec, bench, branch.hooks(spec), wait=False))
-            if results[-1] is None and bench.is_chief:
-                break
+    results = []
+    for start in range(0, len(specs), width):  # side by side, `width` at a time (train_group of one: train)
+        chunk = specs[start:start + width]
+        results += run_lib.train_group(chunk, bench, [branch.hooks(spec) for spec in chunk], wait=False)
+        if None in results and bench.is_chief:
+            break
     for spec, result in zip(specs, results):
         if result is None and bench.is_chief:
             return False  # left to the process training it; it measures the cell

@@ -127,10 +127,10 @@ class ImpLoop:
         for replicate in chosen:
             self._write_theta_init(replicate)
         controls, levels = self.config.pruning.controls, self.config.pruning.levels
+        parent = Experiment.open(self.paths.root)
         for level in range(levels + 2):
             runs = [(self._ticket_spec(r, level), level, r, True) for r in chosen] if level <= levels else []
             if 1 <= level - 1 and controls:
-                parent = Experiment.open(self.paths.root)
                 runs += [(self._control_spec(parent, control, r, level - 1), level - 1, r, False)
                          for r in chosen for control in controls]
             for start in range(0, len(runs), width):
@@ -146,7 +146,7 @@ class ImpLoop:
 
     def _hooks(self, spec: RunSpec, level: int, replicate: int) -> list:
         rewind = self.config.pruning.rewind_iteration
-        hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind and spec.name == "imp" else []
+        hooks = [SaveWeightsAt(rewind, self.paths.theta_rewind(replicate))] if level == 0 and rewind else []
         if self.config.pruning.early_bird and spec.name == "imp":
             hooks.append(self._early_bird(level))
         return hooks

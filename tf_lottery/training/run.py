@@ -236,16 +236,8 @@ def _starting_point(spec: RunSpec, bench: Workbench):
 
 def _train_locked(spec: RunSpec, bench: Workbench, hooks: Sequence[Hook]) -> Optional[Dict]:
     """Sets the model to the run's start (or its last checkpoint) and trains it to the end."""
-    training = _Training(spec, bench, hooks)
-    try:
-        training.begin()
-        while not training.done:
-            target = training.next_stop()
-            training.trainer.train(training.iterator, target - training.iteration)
-            training.advanced(target - training.iteration)
-    finally:
-        training.close()
-    return training.finish()
+    [result] = _train_group_locked([spec], bench, [hooks])  # a group of one: the Trainer's own loop
+    return result
 
 
 class _Training:
