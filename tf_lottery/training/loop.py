@@ -73,9 +73,9 @@ def parallel_width(mode: str, strategy: tf.distribute.Strategy, iterations: int,
                    task: tasks.Task = tasks.get(tasks.CLASSIFICATION)) -> int:
     """How many runs --parallel_runs=`mode` trains side by side (a TrainerGroup of that many at most).
 
-    auto is AUTO_PARALLEL_RUNS where it was measured faster (benchmarks/throughput.py, a
-    2-core CPU: two or more LeNet-300-100 runs side by side train at 1.5x the rate of one
-    after another; XLA's compiled step or not), under use_xla's conditions: one replica on
+    auto is AUTO_PARALLEL_RUNS where it was measured faster (benchmarks/throughput.py, an
+    idle 2-core CPU: two to eight LeNet-300-100 runs side by side, XLA on, train at 1.27-1.33x
+    the rate of one after another), under use_xla's conditions: one replica on
     the CPU, a model without convolutions, runs of at least AUTO_MIN_ITERATIONS (each
     member compiles its own step), image classification. Elsewhere 1 until measured there.
     """
@@ -283,7 +283,7 @@ class TrainerGroup:
     between members, so a member's run equals the one its Trainer trains alone; the
     group saves the loop's per-step overhead and leaves TensorFlow free to run the
     members' independent steps at the same time (on a 2-core CPU, two LeNet-300-100
-    steps side by side take about 1.5x one step: benchmarks/throughput.py).
+    steps side by side take about 1.6x one step: benchmarks/throughput.py).
     """
 
     def __init__(self, trainers):
