@@ -25,7 +25,7 @@ about 3.6% of the weights; both controls fall behind below about 21%.
 Time: 3 runs a level after level 0. One process trains the replicates' runs side by
 side (--parallel_runs=auto: 8 at a time, each level's tickets beside the previous
 level's controls), so the full record, 20 levels x 5 replicates (305 runs), is about
-5.5 hours on an idle 2-core CPU (level 0 of five replicates: 6.5 minutes):
+6.5 hours on an idle 2-core CPU (level 0, five runs side by side: 6.5 minutes):
 
     python benchmarks/reproduce_lenet.py --output_dir=/work/runs/record --levels=20 --replicates=5
 """
