@@ -2,18 +2,19 @@
 
     python benchmarks/throughput.py --models=lenet300_100,conv2 --steps=2000,30 --repeats=5
 
-For each model one masked network (pruned to --density) is trained by two Trainers in
-this one process, plain and XLA-compiled (`--jit_compile=off` and `on`), through the
-same compiled loop and data pipeline, alternating which goes first in each round. It
-prints the median wall and CPU milliseconds per training step, the achieved GFLOP/s
-(dense FLOPs of a forward and backward pass: what the machine computes, masks or
-not), the ratios plain/XLA, and evaluation milliseconds per 1,000 images
-(evaluation is never compiled: the two columns time the same path). Then, for each
-N of --parallel, the per-network step time of N runs trained side by side by one
-TrainerGroup (--parallel_runs=N). On a
-machine shared with other jobs the CPU-time ratio is the steadier one. Real MNIST is
-used for 28x28x1 models when it is prepared; other shapes train on random images,
-which time the same.
+For each model one masked network (pruned to --density) is trained by three Trainers
+in this one process, plain and XLA-compiled (`--jit_compile=off` and `on`) reading a
+tf.data pipeline, and XLA-compiled drawing the same batches in the loop
+(pipeline.ResidentStream: what the engine does on one replica without augmentation),
+taking turns at going first in each round. It prints the median wall and CPU
+milliseconds per training step, the achieved GFLOP/s (dense FLOPs of a forward and
+backward pass: what the machine computes, masks or not), the ratios plain/XLA and
+XLA/XLA+stream, and evaluation milliseconds per 1,000 images (evaluation is never
+compiled: the columns time the same path). Then, for each N of --parallel, the
+per-network step time of N runs trained side by side by one TrainerGroup
+(--parallel_runs=N), on resident streams. On a machine shared with other jobs the
+CPU-time ratio is the steadier one. Real MNIST is used for 28x28x1 models when it is
+prepared; other shapes train on random images, which time the same.
 """
 
 import argparse
@@ -60,7 +61,10 @@ def measure(model_name, steps, args):
     test_x, test_y = train_x[:5000], train_y[:5000]  # evaluation time depends on the count, not the images
     config = ExperimentConfig().replace(optimizer="adam", learning_rate=1e-3)
     trainers, iterators = {}, {}
-    for name, jit in (("plain", False), ("xla", True)):
+    resident = pipeline.resident_training_data(train_x, train_y, info)
+    # The engine on one replica (without augmentation) draws batches in the loop (xla+stream); plain and
+    # xla read the same batches from a tf.data pipeline, as the engine did before and still does elsewhere.
+    for name, jit, stream in (("plain", False, False), ("xla", True, False), ("xla+stream", True, True)):
         model = models.build(model_name, input_shape, 10, seed=0)
         rates = {n: 1 - args.density for n in masks.get_masks(model)}
         pruned = strategies.magnitude_masks(masks.prunable_values(model), masks.ones_like_model(model),
@@ -68,14 +72,16 @@ def measure(model_name, steps, args):
         masks.apply_masks(model, pruned)
         trainers[name] = Trainer(tf.distribute.get_strategy(), model, config.training, args.batch_size, jit_compile=jit)
         assert trainers[name].jit_compile == jit, f"{model_name}: XLA could not compile it"
-        iterators[name] = iter(pipeline.training_dataset(train_x, train_y, info, batch_size=args.batch_size, seed=1))
+        iterators[name] = (pipeline.ResidentStream.create(*resident, args.batch_size, seed=1) if stream else
+                           iter(pipeline.training_dataset(train_x, train_y, info, batch_size=args.batch_size, seed=1)))
         trainers[name].train(iterators[name], 20)  # trace and compile outside the timing
     evaluation = pipeline.evaluation_dataset(test_x, test_y, info, 1000)
     for trainer in trainers.values():
         trainer.evaluate(evaluation)
     timings = {name: {"wall": [], "cpu": [], "eval": []} for name in trainers}
     for round_ in range(args.repeats):
-        order = list(trainers) if round_ % 2 == 0 else list(reversed(list(trainers)))
+        names = list(trainers)
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             wall, cpu = time.perf_counter(), time.process_time()
             trainers[name].train(iterators[name], steps)
@@ -89,25 +95,27 @@ def measure(model_name, steps, args):
     print(f"{model_name} (batch {args.batch_size}, density {args.density:.0%}, {flops / 1e6:.0f} MFLOP a step, "
           f"{steps} steps x {args.repeats} rounds)")
     for name, m in median.items():
-        print(f"  {name:5s}  train {m['wall']:7.3f} ms/step wall  {m['cpu']:7.3f} ms/step CPU  "
+        print(f"  {name:10s}  train {m['wall']:7.3f} ms/step wall  {m['cpu']:7.3f} ms/step CPU  "
               f"{flops / m['wall'] / 1e6:6.1f} GFLOP/s   eval {m['eval']:7.2f} ms/1000 images")
     print(f"  plain/xla: train wall {median['plain']['wall'] / median['xla']['wall']:.2f}  "
-          f"CPU {median['plain']['cpu'] / median['xla']['cpu']:.2f}")
+          f"CPU {median['plain']['cpu'] / median['xla']['cpu']:.2f};  xla/xla+stream: train wall "
+          f"{median['xla']['wall'] / median['xla+stream']['wall']:.2f}  "
+          f"CPU {median['xla']['cpu'] / median['xla+stream']['cpu']:.2f}")
     if args.parallel:
         side_by_side(model_name, steps, args, train_x, train_y, info, config, flops)
 
 
 def side_by_side(model_name, steps, args, train_x, train_y, info, config, flops):
     """Per-network step time of N runs trained in lockstep by one TrainerGroup (--parallel_runs=N),
-    XLA on where the model compiles, each member with its own model, optimizer and data stream."""
+    XLA on where the model compiles, each member with its own model, optimizer and (resident) data stream."""
     from tf_lottery.training.loop import TrainerGroup  # pylint: disable=import-outside-toplevel
 
     input_shape = SHAPES.get(model_name, (32, 32, 3))
     for count in [int(n) for n in args.parallel.split(",")]:
         trainers = [Trainer(tf.distribute.get_strategy(), models.build(model_name, input_shape, 10, seed=i),
                             config.training, args.batch_size, jit_compile=True) for i in range(count)]
-        iterators = [iter(pipeline.training_dataset(train_x, train_y, info, batch_size=args.batch_size, seed=i))
-                     for i in range(count)]
+        resident = pipeline.resident_training_data(train_x, train_y, info)
+        iterators = [pipeline.ResidentStream.create(*resident, args.batch_size, seed=i) for i in range(count)]
         group = TrainerGroup(trainers)
         group.train(iterators, 20)  # trace and compile outside the timing
         walls = []

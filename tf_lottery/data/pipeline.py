@@ -3,7 +3,8 @@
 The training stream is an endless sequence of data epochs, each a permutation of
 the training set seeded by (data seed, epoch); batches may straddle epochs. Batch
 b therefore depends only on (seed, b), and resuming at iteration t just starts the
-stream at example t * batch_size.
+stream at example t * batch_size. On one replica, without augmentation, the same
+stream is drawn in the training loop's own graph (ResidentStream), exactly.
 """
 
 import dataclasses
@@ -27,6 +28,12 @@ def preprocess_fn(info: DatasetInfo) -> Callable:
         return (tf.cast(images, tf.float32) / 255.0 - mean) / std
 
     return preprocess
+
+
+def epoch_order(seed, epoch, n: int) -> tf.Tensor:
+    """The training set's order in data epoch `epoch` of the stream seeded by `seed`: a permutation of range(n)."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
 
 
 def training_dataset(
@@ -53,9 +60,7 @@ def training_dataset(
     preprocess = preprocess_fn(info)
 
     def epoch(e):
-        return tf.data.Dataset.from_tensor_slices(
-            tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), e]))
-        )
+        return tf.data.Dataset.from_tensor_slices(epoch_order(seed, e, n))
 
     order = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch).skip(offset)
     batches = order.batch(batch_size, drop_remainder=True).enumerate(start=start_iteration * replicas)
@@ -101,3 +106,81 @@ class ResidentSplit:
         with tf.device(device):
             return cls(tf.identity(preprocess_fn(info)(tf.constant(images))),
                        tf.identity(tf.constant(labels, tf.int64)), batch_size)
+
+
+class ResidentStream:
+    """training_dataset's batches without augmentation, for one replica, drawn inside the training loop.
+
+    The preprocessed training split stays on the device; each `next(stream)` (in a
+    tf.function) gathers the next batch of the current epoch's order, kept with the
+    next epoch's in variables beside the stream position, and moves the position
+    on. The orders are those of epoch_order, computed on the CPU as the dataset
+    path does, so the batches are the same, bit for bit (tests/data/test_pipeline.py);
+    no input pipeline runs beside the step, which for a LeNet-sized step costs
+    about as much as the optimizer (benchmarks/throughput.py).
+
+    The stream is a tf.nest structure (its batch size is static, the rest are
+    tensors and variables), so a loop traced for one stream serves every stream of
+    the same split and batch size: a run's stream does not retrace it.
+    """
+
+    _COMPONENTS = ("images", "labels", "seed", "position", "epoch", "order", "next_order")
+
+    def __init__(self, batch_size: int, images, labels, seed, position, epoch, order, next_order):
+        self.batch_size = batch_size
+        self.images, self.labels, self.seed = images, labels, seed
+        # position: the next batch's first example in the endless stream; order: epoch `epoch`'s.
+        self.position, self.epoch, self.order, self.next_order = position, epoch, order, next_order
+
+    @classmethod
+    def create(cls, images: tf.Tensor, labels: tf.Tensor, batch_size: int, seed: int,
+               start_iteration: int = 0) -> "ResidentStream":
+        """The stream of training_dataset(..., batch_size, seed, start_iteration) over `images`, already
+        preprocessed (resident_training_data), and `labels`."""
+        n = int(images.shape[0])
+        if not 0 < batch_size <= n:
+            raise ValueError(f"a batch of {batch_size} from {n} training examples")
+        position = start_iteration * batch_size
+        epoch = position // n
+        with tf.device("/cpu:0"):
+            def state(value):
+                return tf.Variable(value, trainable=False)
+
+            return cls(batch_size, images, labels, tf.constant(seed, tf.int64),
+                       state(tf.constant(position, tf.int64)), state(tf.constant(epoch, tf.int64)),
+                       state(epoch_order(seed, epoch, n)), state(epoch_order(seed, epoch + 1, n)))
+
+    def __tf_flatten__(self):
+        return self.batch_size, tuple(getattr(self, name) for name in self._COMPONENTS)
+
+    @classmethod
+    def __tf_unflatten__(cls, batch_size, components):
+        return cls(batch_size, *components)
+
+    def __next__(self):
+        batch_size = self.batch_size
+        n = tf.shape(self.order, out_type=tf.int64)[0]
+        offset = self.position - self.epoch * n
+        take = tf.minimum(tf.constant(batch_size, tf.int64), n - offset)
+        # A batch that reaches past the epoch's end continues in the next epoch's order.
+        indices = tf.ensure_shape(tf.concat([self.order[offset:offset + take], self.next_order[:batch_size - take]], 0),
+                                  [batch_size])
+        batch = tf.gather(self.images, indices), tf.gather(self.labels, indices)
+        self.position.assign_add(batch_size)
+
+        def next_epoch():
+            self.order.assign(self.next_order)
+            self.epoch.assign_add(1)
+            with tf.device("/cpu:0"):
+                self.next_order.assign(epoch_order(self.seed, self.epoch + 1, n))
+            return tf.constant(True)
+
+        tf.cond(offset + batch_size >= n, next_epoch, lambda: tf.constant(False))
+        return batch
+
+
+def resident_training_data(images: np.ndarray, labels: np.ndarray, info: DatasetInfo,
+                           device: Optional[str] = None):
+    """The training split preprocessed once and kept on `device`, for ResidentStreams."""
+    with tf.device(device):
+        return tf.identity(preprocess_fn(info)(tf.constant(images))), tf.identity(tf.constant(labels))

@@ -363,12 +363,15 @@ def training_augmentation(config: ExperimentConfig):
 
 
 def _training_iterator(spec: RunSpec, bench: Workbench, start_iteration: int):
-    """What Trainer.train reads from iteration `start_iteration` on: the distributed batch stream, or for
-    reinforcement learning the run's seeded episodes."""
+    """What Trainer.train reads from iteration `start_iteration` on: the batch stream (resident on one
+    replica, else distributed), or for reinforcement learning the run's seeded episodes."""
     if not tasks.of(bench.splits(spec.config).info).supervised:
         from tf_lottery.tasks import reinforcement  # pylint: disable=import-outside-toplevel
 
         return reinforcement.training_stream(spec.config, spec.data_seed, start_iteration)
+    stream = bench.resident_stream(spec.config, spec.data_seed, start_iteration, training_augmentation(spec.config))
+    if stream is not None:
+        return stream
     return iter(bench.strategy.distribute_datasets_from_function(_training_input(spec, bench, start_iteration)))
 
 

@@ -38,6 +38,7 @@ class Workbench:
         self.stream = stream
         self._trainers: Dict[tuple, Trainer] = {}
         self._eval_sets: Dict[tuple, dict] = {}
+        self._train_sets: Dict[tuple, tuple] = {}
         self._groups: Dict[tuple, TrainerGroup] = {}
 
     def __enter__(self):
@@ -126,6 +127,31 @@ class Workbench:
                 ) if len(images)
             }
         return self._eval_sets[key]
+
+
+    def resident_stream(self, config: ExperimentConfig, seed: int, start_iteration: int,
+                        augment) -> Optional[pipeline.ResidentStream]:
+        """The run's training stream drawn in the training loop (pipeline.ResidentStream) where that is
+        exact and fits: one replica, no augmentation, a supervised task, a training split of at most
+        RESIDENT_TRAINING_BYTES once preprocessed. None: the run reads a distributed dataset."""
+        device = _single_device(self.strategy)
+        splits = self.splits(config)
+        if device is False or augment is not None or not tasks.of(splits.info).supervised:
+            return None
+        d = config.data
+        key = (d.dataset, d.data_dir, d.validation_size, d.classes, d.sequence_length)
+        if key not in self._train_sets:
+            images = splits.train_images
+            item = 4 if images.dtype == np.uint8 else images.dtype.itemsize  # uint8 pixels become float32
+            if images.size * item > RESIDENT_TRAINING_BYTES:
+                return None
+            self._train_sets[key] = pipeline.resident_training_data(images, splits.train_labels, splits.info, device)
+        images, labels = self._train_sets[key]
+        return pipeline.ResidentStream.create(images, labels, d.batch_size, seed, start_iteration)
+
+
+# A preprocessed training split kept on the device for ResidentStreams at most this large (MNIST: 172 MB).
+RESIDENT_TRAINING_BYTES = 1 << 30
 
 
 def _single_device(strategy: tf.distribute.Strategy):
