@@ -1,6 +1,7 @@
 """metrics.csv and TensorBoard events of a run, and the numbers results.csv keeps of it."""
 
 import csv
+import functools
 import math
 import os
 from typing import Dict, List, Optional
@@ -9,6 +10,13 @@ import tensorflow as tf
 
 from tf_lottery.experiment.results import METRIC_FIELDS as FIELDS, read_metrics  # noqa: F401
 
+
+@functools.lru_cache(maxsize=None)
+def _scalar_metadata():
+    """The SummaryMetadata of TensorBoard's scalar plugin, as tf.summary.scalar attaches it."""
+    from tensorboard.plugins.scalar import metadata  # pylint: disable=import-outside-toplevel
+
+    return metadata.create_summary_metadata(display_name=None, description=None)
 
 
 class MetricsLog:
@@ -37,7 +45,10 @@ class MetricsLog:
         if self.writer is not None:
             with self.writer.as_default():
                 for metric, value in values.items():
-                    tf.summary.scalar(f"{split}/{metric}", value, step=iteration)
+                    # What tf.summary.scalar writes, without rebuilding its metadata and scope at each
+                    # of the ~3,000 scalars of a LeNet level (0.5-0.7 ms a scalar against 3 ms, loaded CPU).
+                    tf.summary.write(f"{split}/{metric}", tf.constant(float(value), tf.float32), step=iteration,
+                                     metadata=_scalar_metadata())
 
     def close(self):
         if self.writer is not None:
