@@ -23,10 +23,10 @@ class StopAt(Hook):
             raise KeyboardInterrupt
 
 
-def train_dense(config, root, name, hooks=(), seed=3, data_seed=0):
-    """Trains (or resumes) the unpruned run `root`/`name` from a θ `root`/theta.npz drawn once with `seed`;
-    returns its result."""
-    with Workbench(None, root) as bench:
+def train_dense(config, root, name, hooks=(), seed=3, data_seed=0, strategy=None):
+    """Trains (or resumes) the unpruned run `root`/`name` from a θ `root`/theta.npz drawn once with `seed`
+    (under `strategy`; None: the default); returns its result."""
+    with Workbench(strategy, root) as bench:
         theta = os.path.join(root, "theta.npz")
         if not os.path.exists(theta):
             files.write_weights(theta, *fresh_weights(config, bench.splits(config).info, seed=seed))

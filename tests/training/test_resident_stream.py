@@ -55,8 +55,9 @@ def test_the_stream_gives_the_datasets_batches_bit_for_bit():
         pipeline.ResidentStream.create(*pipeline.resident_training_data(images, labels, info), 200, 1)
 
 
-@pytest.mark.parametrize("jit_compile", ["off", "on"])
-def test_a_run_on_the_stream_equals_it_on_the_dataset(tmp_path, monkeypatch, jit_compile):
+@pytest.mark.parametrize("jit_compile,strategy", [("off", None), ("on", None), ("off", "one_device")])
+def test_a_run_on_the_stream_equals_it_on_the_dataset(tmp_path, monkeypatch, jit_compile, strategy):
+    # one_device: the strategy a machine with one GPU gets, here on the CPU
     created = []
     original = pipeline.ResidentStream.create
     monkeypatch.setattr(pipeline.ResidentStream, "create",
@@ -68,7 +69,8 @@ def test_a_run_on_the_stream_equals_it_on_the_dataset(tmp_path, monkeypatch, jit
     for name, resident_bytes in (("resident", workbench.RESIDENT_TRAINING_BYTES), ("dataset", 0)):
         monkeypatch.setattr(workbench, "RESIDENT_TRAINING_BYTES", resident_bytes)
         root = os.path.join(tmp_path, name)
-        result = train_dense(config, root, "run", seed=3, data_seed=2)
+        result = train_dense(config, root, "run", seed=3, data_seed=2,
+                             strategy=tf.distribute.OneDeviceStrategy("/cpu:0") if strategy else None)
         with np.load(os.path.join(root, "run", "final_weights.npz")) as values:
             weights = {k: values[k] for k in values.files}
         runs[name] = (result, read_metrics(os.path.join(root, "run", "metrics.csv")), weights)
