@@ -115,9 +115,10 @@ class ResidentStream:
     tf.function) gathers the next batch of the current epoch's order, kept with the
     next epoch's in variables beside the stream position, and moves the position
     on. The orders are those of epoch_order, computed on the CPU as the dataset
-    path does, so the batches are the same, bit for bit (tests/data/test_pipeline.py);
-    no input pipeline runs beside the step, which for a LeNet-sized step costs
-    about as much as the optimizer (benchmarks/throughput.py).
+    path does, so the batches are the same, bit for bit
+    (tests/training/test_resident_stream.py). No input pipeline runs beside the
+    step: for a LeNet-sized step on a 2-core CPU it cost a sixth of the step
+    (benchmarks/throughput.py).
 
     The stream is a tf.nest structure (its batch size is static, the rest are
     tensors and variables), so a loop traced for one stream serves every stream of

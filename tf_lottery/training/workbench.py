@@ -128,7 +128,6 @@ class Workbench:
             }
         return self._eval_sets[key]
 
-
     def resident_stream(self, config: ExperimentConfig, seed: int, start_iteration: int,
                         augment) -> Optional[pipeline.ResidentStream]:
         """The run's training stream drawn in the training loop (pipeline.ResidentStream) where that is
