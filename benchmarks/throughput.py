@@ -4,8 +4,9 @@
 
 For each model one masked network (pruned to --density) is trained by three Trainers
 in this one process, plain and XLA-compiled (`--jit_compile=off` and `on`) reading a
-tf.data pipeline, and XLA-compiled drawing the same batches in the loop
-(pipeline.ResidentStream: what the engine does on one replica without augmentation),
+tf.data pipeline a step at a time, and XLA-compiled taking the same batches a chunk at
+a time from a pipeline.ResidentStream, the chunk's loop compiled with it (what the
+engine does on one replica without augmentation),
 taking turns at going first in each round. It prints the median wall and CPU
 milliseconds per training step, the achieved GFLOP/s (dense FLOPs of a forward and
 backward pass: what the machine computes, masks or not), the ratios plain/XLA and
@@ -37,7 +38,7 @@ from tf_lottery import flags as flags_lib, models  # noqa: E402
 from tf_lottery.config import ExperimentConfig  # noqa: E402
 from tf_lottery.data import pipeline  # noqa: E402
 from tf_lottery.pruning import masks, strategies  # noqa: E402
-from tf_lottery.training.loop import Trainer  # noqa: E402
+from tf_lottery.training.loop import Trainer, chunks  # noqa: E402
 
 
 def step_flops(model, batch_size) -> float:
@@ -62,8 +63,9 @@ def measure(model_name, steps, args):
     config = ExperimentConfig().replace(optimizer="adam", learning_rate=1e-3)
     trainers, iterators = {}, {}
     resident = pipeline.resident_training_data(train_x, train_y, info)
-    # The engine on one replica (without augmentation) draws batches in the loop (xla+stream); plain and
-    # xla read the same batches from a tf.data pipeline, as the engine did before and still does elsewhere.
+    # The engine on one replica (without augmentation) trains chunks of a resident stream in one XLA
+    # cluster (xla+stream); plain and xla read the same batches from a tf.data pipeline a step at a time,
+    # as the engine did before and still does elsewhere.
     for name, jit, stream in (("plain", False, False), ("xla", True, False), ("xla+stream", True, True)):
         model = models.build(model_name, input_shape, 10, seed=0)
         rates = {n: 1 - args.density for n in masks.get_masks(model)}
@@ -74,7 +76,7 @@ def measure(model_name, steps, args):
         assert trainers[name].jit_compile == jit, f"{model_name}: XLA could not compile it"
         iterators[name] = (pipeline.ResidentStream.create(*resident, args.batch_size, seed=1) if stream else
                            iter(pipeline.training_dataset(train_x, train_y, info, batch_size=args.batch_size, seed=1)))
-        trainers[name].train(iterators[name], 20)  # trace and compile outside the timing
+        trainers[name].train(iterators[name], min(steps, args.chunk))  # trace and compile outside the timing
     evaluation = pipeline.evaluation_dataset(test_x, test_y, info, 1000)
     for trainer in trainers.values():
         trainer.evaluate(evaluation)
@@ -84,7 +86,8 @@ def measure(model_name, steps, args):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             wall, cpu = time.perf_counter(), time.process_time()
-            trainers[name].train(iterators[name], steps)
+            for chunk in chunks(steps, args.chunk):
+                trainers[name].train(iterators[name], chunk)
             timings[name]["wall"].append((time.perf_counter() - wall) / steps * 1e3)
             timings[name]["cpu"].append((time.process_time() - cpu) / steps * 1e3)
             wall = time.perf_counter()
@@ -117,11 +120,12 @@ def side_by_side(model_name, steps, args, train_x, train_y, info, config, flops)
         resident = pipeline.resident_training_data(train_x, train_y, info)
         iterators = [pipeline.ResidentStream.create(*resident, args.batch_size, seed=i) for i in range(count)]
         group = TrainerGroup(trainers)
-        group.train(iterators, 20)  # trace and compile outside the timing
+        group.train(iterators, min(steps, args.chunk))  # trace and compile outside the timing
         walls = []
         for _ in range(args.repeats):
             wall = time.perf_counter()
-            group.train(iterators, steps)
+            for chunk in chunks(steps, args.chunk):
+                group.train(iterators, chunk)
             walls.append((time.perf_counter() - wall) / steps / count * 1e3)
         wall = statistics.median(walls)
         print(f"  N={count:<3d} side by side (XLA {'on' if trainers[0].jit_compile else 'off'})  "
@@ -187,7 +191,9 @@ def main():
     parser.add_argument("--models", default="lenet300_100,conv2")
     parser.add_argument("--batch_size", type=int, default=60)
     parser.add_argument("--density", type=float, default=0.2)
-    parser.add_argument("--steps", default="2000,30", help="training steps per timed call, one per model")
+    parser.add_argument("--steps", default="2000,30", help="training steps per timed round, one per model")
+    parser.add_argument("--chunk", type=int, default=100,
+                        help="steps per train call, as between two evaluations (the LeNet flagfile: 100)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds, alternating which engine goes first")
     parser.add_argument("--parallel", default="1,3,8", help="N runs side by side to time (empty: none)")
     parser.add_argument("--level", action="store_true", help="also time one dense level of --flagfile")

@@ -158,26 +158,47 @@ class ResidentStream:
     def __tf_unflatten__(cls, batch_size, components):
         return cls(batch_size, *components)
 
-    def __next__(self):
-        batch_size = self.batch_size
+    def _indices(self, count):
+        """The stream's next `count` example indices (count <= n), the position and orders moved past them."""
         n = tf.shape(self.order, out_type=tf.int64)[0]
         offset = self.position - self.epoch * n
-        take = tf.minimum(tf.constant(batch_size, tf.int64), n - offset)
-        # A batch that reaches past the epoch's end continues in the next epoch's order.
-        indices = tf.ensure_shape(tf.concat([self.order[offset:offset + take], self.next_order[:batch_size - take]], 0),
-                                  [batch_size])
-        batch = tf.gather(self.images, indices), tf.gather(self.labels, indices)
-        self.position.assign_add(batch_size)
+        take = tf.minimum(count, n - offset)
+        # What reaches past the epoch's end continues in the next epoch's order.
+        indices = tf.concat([self.order[offset:offset + take], self.next_order[:count - take]], 0)
+        with tf.control_dependencies([indices]):
+            self.position.assign_add(count)
 
-        def next_epoch():
-            self.order.assign(self.next_order)
-            self.epoch.assign_add(1)
-            with tf.device("/cpu:0"):
-                self.next_order.assign(epoch_order(self.seed, self.epoch + 1, n))
-            return tf.constant(True)
+            def next_epoch():
+                self.order.assign(self.next_order)
+                self.epoch.assign_add(1)
+                with tf.device("/cpu:0"):
+                    self.next_order.assign(epoch_order(self.seed, self.epoch + 1, n))
+                return tf.constant(True)
 
-        tf.cond(offset + batch_size >= n, next_epoch, lambda: tf.constant(False))
-        return batch
+            tf.cond(offset + count >= n, next_epoch, lambda: tf.constant(False))
+        return indices
+
+    def __next__(self):
+        indices = tf.ensure_shape(self._indices(tf.constant(self.batch_size, tf.int64)), [self.batch_size])
+        return tf.gather(self.images, indices), tf.gather(self.labels, indices)
+
+    @property
+    def max_take(self) -> int:
+        """The most batches one `take` gives (an epoch's worth)."""
+        return int(self.images.shape[0]) // self.batch_size
+
+    def take(self, steps: int):
+        """The next `steps` batches (at most max_take) at once, images [steps, batch, ...] and labels
+        [steps, batch, ...]: what `steps` next() calls give, for a loop compiled as a whole."""
+        if not 0 < steps <= self.max_take:
+            raise ValueError(f"take({steps}): 1 to {self.max_take} batches at a time")
+        return _take(self, tf.constant(steps, tf.int64))
+
+
+@tf.function
+def _take(stream: ResidentStream, steps):
+    indices = tf.reshape(stream._indices(steps * stream.batch_size), [steps, stream.batch_size])  # pylint: disable=protected-access
+    return tf.gather(stream.images, indices), tf.gather(stream.labels, indices)
 
 
 def resident_training_data(images: np.ndarray, labels: np.ndarray, info: DatasetInfo,
